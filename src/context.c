@@ -1,0 +1,87 @@
+#include "context.h"
+
+#include <omp.h>
+#include <stdlib.h>
+
+#include "attn/dense.h"
+#include "error.h"
+
+fasa_context_params fasa_context_default_params(void) {
+    return (fasa_context_params){.n_ctx = 0, .n_threads = 0, .n_batch = 256, .kv_type = FASA_KV_F32};
+}
+
+static fasa_status alloc_scratch(fasa_context *c) {
+    const fasa_model_info *in = &c->model->info;
+    const size_t B = (size_t)c->n_batch, HD = (size_t)in->n_heads * in->head_dim;
+    const size_t KVD = (size_t)in->n_kv_heads * in->head_dim;
+    const size_t E = (size_t)in->n_embd, wide = E > HD ? E : HD;
+    const int32_t group = in->n_heads / in->n_kv_heads;
+    c->attn_scratch_stride = attn_dense_scratch(group, c->kv.n_ctx, in->head_dim);
+    if (!(c->x = fasa_malloc(B, E * sizeof(float), "activations")) ||
+        !(c->xb = fasa_malloc(B, wide * sizeof(float), "activations")) ||
+        !(c->q = fasa_malloc(B, HD * sizeof(float), "queries")) ||
+        !(c->k = fasa_malloc(B, KVD * sizeof(float), "keys")) ||
+        !(c->v = fasa_malloc(B, KVD * sizeof(float), "values")) ||
+        !(c->gate = fasa_malloc(B, (size_t)in->n_ff * sizeof(float), "feed-forward buffer")) ||
+        !(c->up = fasa_malloc(B, (size_t)in->n_ff * sizeof(float), "feed-forward buffer")) ||
+        !(c->proj = fasa_malloc(B, E * sizeof(float), "projection buffer")) ||
+        !(c->rope_cos = fasa_malloc(B, (size_t)in->head_dim / 2 * sizeof(float), "RoPE table")) ||
+        !(c->rope_sin = fasa_malloc(B, (size_t)in->head_dim / 2 * sizeof(float), "RoPE table")) ||
+        !(c->attn_scratch = fasa_malloc((size_t)c->n_threads * (size_t)c->attn_scratch_stride,
+                                        sizeof(float), "attention scratch")))
+        return FASA_E_NOMEM;
+    return FASA_OK;
+}
+
+fasa_status fasa_context_init(fasa_model *m, const fasa_context_params *p, fasa_context **out) {
+    *out = NULL;
+    fasa_context_params def = fasa_context_default_params();
+    if (!p) p = &def;
+    const fasa_model_info *in = &m->info;
+    if (p->n_ctx < 0 || p->n_threads < 0 || p->n_batch < 0)
+        return fasa_error(FASA_E_ARG, "context parameters must not be negative");
+    /* Positions past the training context are allowed on request (the user
+     * may know the model extrapolates), but never silently chosen. */
+    const int32_t n_ctx = p->n_ctx ? p->n_ctx : in->n_ctx_train;
+    fasa_context *c = fasa_calloc(1, sizeof *c, "context");
+    if (!c) return FASA_E_NOMEM;
+    c->model = m;
+    c->n_threads = p->n_threads ? p->n_threads : omp_get_num_procs();
+    c->n_batch = p->n_batch ? p->n_batch : 256;
+    fasa_status st = kv_init(&c->kv, in->n_layers, in->n_kv_heads, in->head_dim, n_ctx, p->kv_type);
+    if (!st) st = alloc_scratch(c);
+    if (st) {
+        fasa_context_free(c);
+        return st;
+    }
+    *out = c;
+    return FASA_OK;
+}
+
+void fasa_context_free(fasa_context *c) {
+    if (!c) return;
+    kv_free(&c->kv);
+    free(c->x);
+    free(c->xb);
+    free(c->q);
+    free(c->k);
+    free(c->v);
+    free(c->gate);
+    free(c->up);
+    free(c->proj);
+    free(c->rope_cos);
+    free(c->rope_sin);
+    free(c->attn_scratch);
+    free(c);
+}
+
+void fasa_context_reset(fasa_context *c) { c->kv.n_tokens = 0; }
+int32_t fasa_context_n_past(const fasa_context *c) { return c->kv.n_tokens; }
+int32_t fasa_context_n_ctx(const fasa_context *c) { return c->kv.n_ctx; }
+
+fasa_status fasa_context_truncate(fasa_context *c, int32_t n) {
+    if (n < 0 || n > c->kv.n_tokens)
+        return fasa_error(FASA_E_ARG, "cannot truncate a context of %d tokens to %d", c->kv.n_tokens, n);
+    c->kv.n_tokens = n;
+    return FASA_OK;
+}

@@ -1,0 +1,149 @@
+/* The Llama forward pass over a chunk of tokens:
+ *   x = embed(tokens)
+ *   per layer: x += Wo attn(rope(Wq n(x)), rope(Wk n(x)), Wv n(x))
+ *              x += Wdown (silu(Wgate n(x)) * Wup n(x))
+ *   logits = Wout n(x)
+ * Matrix products run over the whole chunk at once (prefill), so each weight
+ * tile is read once per chunk rather than once per token. */
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "attn/dense.h"
+#include "context.h"
+#include "error.h"
+#include "quant.h"
+
+static void rmsnorm(float *out, const float *x, const float *w, int32_t n, float eps) {
+    double ss = 0.0;
+    for (int32_t i = 0; i < n; i++) ss += (double)x[i] * x[i];
+    const float r = (float)(1.0 / sqrt(ss / n + eps));
+    for (int32_t i = 0; i < n; i++) out[i] = x[i] * r * w[i];
+}
+
+void fasa_rope_apply(float *x, int32_t n_heads, int32_t head_dim, fasa_rope_layout layout,
+                     const float *cos_t, const float *sin_t) {
+    for (int32_t h = 0; h < n_heads; h++) {
+        float *v = x + (int64_t)h * head_dim;
+        for (int32_t i = 0; i < head_dim / 2; i++) {
+            int32_t a, b;
+            fasa_rope_pair(layout, head_dim, i, &a, &b);
+            const float x0 = v[a], x1 = v[b];
+            v[a] = x0 * cos_t[i] - x1 * sin_t[i];
+            v[b] = x0 * sin_t[i] + x1 * cos_t[i];
+        }
+    }
+}
+
+static void matmul(const fasa_context *c, const fasa_weight *w, const float *x, int32_t n, float *y) {
+    quant_matmul(w->type, w->data, w->rows, w->cols, x, n, y, c->n_threads);
+}
+
+static void add_into(float *x, const float *y, int64_t n) {
+    for (int64_t i = 0; i < n; i++) x[i] += y[i];
+}
+
+/* Angles in double: at positions in the hundreds of thousands a float
+ * product would lose the low bits that set the fast frequencies' phase. */
+static void rope_tables(fasa_context *c, int32_t pos0, int32_t n) {
+    const fasa_model *m = c->model;
+    const int32_t half = m->info.head_dim / 2;
+    for (int32_t t = 0; t < n; t++)
+        for (int32_t i = 0; i < half; i++) {
+            const double a = (double)(pos0 + t) * m->inv_freq[i];
+            c->rope_cos[(int64_t)t * half + i] = (float)cos(a);
+            c->rope_sin[(int64_t)t * half + i] = (float)sin(a);
+        }
+}
+
+/* Causal attention of the chunk's queries over the cache (which already holds
+ * the chunk's own keys): token t at position pos0 + t sees pos0 + t + 1 keys. */
+static void attention(fasa_context *c, int32_t layer, int32_t pos0, int32_t n) {
+    const fasa_model_info *in = &c->model->info;
+    const int32_t d = in->head_dim, group = in->n_heads / in->n_kv_heads;
+    const int64_t qstride = (int64_t)in->n_heads * d;
+    const float scale = 1.0f / sqrtf((float)d);
+    const int32_t n_tasks = n * in->n_kv_heads;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(c->n_threads) if (n_tasks > 1)
+    for (int32_t task = 0; task < n_tasks; task++) {
+        const int32_t t = task / in->n_kv_heads, h = task % in->n_kv_heads;
+        float *scratch = c->attn_scratch + omp_get_thread_num() * c->attn_scratch_stride;
+        const int64_t off = t * qstride + (int64_t)h * group * d;
+        attn_dense_group(&c->kv, layer, h, c->q + off, group, NULL, pos0 + t + 1, scale, c->xb + off,
+                         scratch);
+    }
+}
+
+static void layer_forward(fasa_context *c, int32_t l, int32_t pos0, int32_t n) {
+    const fasa_model *m = c->model;
+    const fasa_model_info *in = &m->info;
+    const fasa_layer *L = &m->layers[l];
+    const int32_t E = in->n_embd, d = in->head_dim, F = in->n_ff;
+    const int64_t HD = (int64_t)in->n_heads * d, KVD = (int64_t)in->n_kv_heads * d;
+    const int32_t half = d / 2;
+
+    for (int32_t t = 0; t < n; t++) rmsnorm(c->xb + (int64_t)t * E, c->x + (int64_t)t * E, L->attn_norm, E, m->rms_eps);
+    matmul(c, &L->wq, c->xb, n, c->q);
+    matmul(c, &L->wk, c->xb, n, c->k);
+    matmul(c, &L->wv, c->xb, n, c->v);
+    for (int32_t t = 0; t < n; t++) {
+        const float *cs = c->rope_cos + (int64_t)t * half, *sn = c->rope_sin + (int64_t)t * half;
+        fasa_rope_apply(c->q + t * HD, in->n_heads, d, in->rope_layout, cs, sn);
+        fasa_rope_apply(c->k + t * KVD, in->n_kv_heads, d, in->rope_layout, cs, sn);
+        kv_store(&c->kv, l, pos0 + t, c->k + t * KVD, c->v + t * KVD);
+    }
+    attention(c, l, pos0, n);
+    matmul(c, &L->wo, c->xb, n, c->proj);
+    add_into(c->x, c->proj, (int64_t)n * E);
+
+    for (int32_t t = 0; t < n; t++) rmsnorm(c->xb + (int64_t)t * E, c->x + (int64_t)t * E, L->ffn_norm, E, m->rms_eps);
+    matmul(c, &L->w_gate, c->xb, n, c->gate);
+    matmul(c, &L->w_up, c->xb, n, c->up);
+    for (int64_t i = 0; i < (int64_t)n * F; i++) {
+        const float g = c->gate[i];
+        c->gate[i] = g / (1.0f + expf(-g)) * c->up[i];
+    }
+    matmul(c, &L->w_down, c->gate, n, c->proj);
+    add_into(c->x, c->proj, (int64_t)n * E);
+}
+
+/* One chunk of at most n_batch tokens. */
+static void forward_chunk(fasa_context *c, const int32_t *tokens, int32_t n, float *logits,
+                          bool all_logits) {
+    const fasa_model *m = c->model;
+    const int32_t E = m->info.n_embd, pos0 = c->kv.n_tokens;
+    const size_t row_bytes = quant_row_bytes(m->tok_embd.type, E);
+    for (int32_t t = 0; t < n; t++)
+        quant_dequant_row(m->tok_embd.type, (const char *)m->tok_embd.data + (size_t)tokens[t] * row_bytes,
+                          c->x + (int64_t)t * E, E);
+    rope_tables(c, pos0, n);
+    for (int32_t l = 0; l < m->info.n_layers; l++) layer_forward(c, l, pos0, n);
+    c->kv.n_tokens += n;
+    if (!logits) return;
+    const int32_t first = all_logits ? 0 : n - 1, n_out = n - first;
+    for (int32_t t = first; t < n; t++)
+        rmsnorm(c->xb + (int64_t)(t - first) * E, c->x + (int64_t)t * E, m->output_norm, E, m->rms_eps);
+    matmul(c, &m->output, c->xb, n_out, logits);
+}
+
+fasa_status fasa_eval(fasa_context *c, const int32_t *tokens, int32_t n, float *logits, bool all_logits) {
+    if (!c || (!tokens && n > 0) || n < 0) return fasa_error(FASA_E_ARG, "fasa_eval: invalid arguments");
+    const int32_t n_vocab = c->model->info.n_vocab;
+    for (int32_t i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= n_vocab)
+            return fasa_error(FASA_E_ARG, "token id %d at index %d is outside the vocabulary [0, %d)",
+                              tokens[i], i, n_vocab);
+    if (n > c->kv.n_ctx - c->kv.n_tokens)
+        return fasa_error(FASA_E_CONTEXT, "%d tokens do not fit: %d of the context's %d are already used",
+                          n, c->kv.n_tokens, c->kv.n_ctx);
+    for (int32_t i = 0; i < n; i += c->n_batch) {
+        const int32_t nb = n - i < c->n_batch ? n - i : c->n_batch;
+        const bool last = i + nb == n;
+        float *out = NULL;
+        if (logits && all_logits) out = logits + (int64_t)i * n_vocab;
+        else if (logits && last) out = logits;
+        forward_chunk(c, tokens + i, nb, out, all_logits);
+    }
+    return FASA_OK;
+}

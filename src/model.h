@@ -1,0 +1,67 @@
+/* Llama-family model: weights as views into the GGUF mapping, and the
+ * forward pass. The model knows nothing of how an attention policy selects
+ * tokens; it hands each layer's queries and the KV cache to attention. */
+#ifndef FASA_MODEL_H
+#define FASA_MODEL_H
+
+#include <stdint.h>
+
+#include "fasa.h"
+#include "gguf.h"
+#include "kv.h"
+#include "tokenizer.h"
+
+/* A 2-D weight matrix in its block format: `rows` rows of `cols` elements. */
+typedef struct fasa_weight {
+    const void *data;
+    uint32_t type;
+    int64_t rows;
+    int64_t cols;
+} fasa_weight;
+
+typedef struct fasa_layer {
+    float *attn_norm; /* [n_embd], owned (converted to f32 at load) */
+    float *ffn_norm;
+    fasa_weight wq, wk, wv, wo;
+    fasa_weight w_gate, w_up, w_down;
+} fasa_layer;
+
+typedef enum fasa_chat_style {
+    FASA_CHAT_NONE = 0,
+    FASA_CHAT_CHATML,  /* <|im_start|>role\n...<|im_end|>\n */
+    FASA_CHAT_LLAMA3,  /* <|start_header_id|>role<|end_header_id|>\n\n...<|eot_id|> */
+} fasa_chat_style;
+
+struct fasa_model {
+    gguf_file *gguf;
+    fasa_tokenizer *tok;
+    fasa_model_info info;
+    float rms_eps;
+    float *inv_freq;        /* [head_dim / 2]: base^(-2i/d), scaled */
+    fasa_weight tok_embd;   /* [n_vocab] rows of n_embd */
+    fasa_weight output;     /* tok_embd when the embeddings are tied */
+    float *output_norm;
+    fasa_layer *layers;
+    fasa_chat_style chat_style;
+    char *chat_default_system; /* from the template, may be NULL */
+};
+
+/* The i-th rotation pair (frequency chunk) of a head vector under a layout:
+ * the two coordinates RoPE rotates together at frequency inv_freq[i]. */
+static inline void fasa_rope_pair(fasa_rope_layout layout, int32_t head_dim, int32_t i,
+                                  int32_t *a, int32_t *b) {
+    if (layout == FASA_ROPE_INTERLEAVED) {
+        *a = 2 * i;
+        *b = 2 * i + 1;
+    } else {
+        *a = i;
+        *b = i + head_dim / 2;
+    }
+}
+
+/* Rotates every head of a [n_heads][head_dim] vector in place for position
+ * pos, using precomputed cos/sin of pos * inv_freq[i] ([head_dim / 2] each). */
+void fasa_rope_apply(float *x, int32_t n_heads, int32_t head_dim, fasa_rope_layout layout,
+                     const float *cos_t, const float *sin_t);
+
+#endif

@@ -1,0 +1,241 @@
+/* The C forward pass (f32 KV cache) against the independent float64 NumPy
+ * reference in tests/reference/.
+ *
+ * Two checks:
+ *  1. Committed goldens (tests/golden/ref_*.json): for every prompt position,
+ *     the 20 largest logits, logsumexp, L2 norm, sum, and four random
+ *     projections of the full logit vector; then 32 greedy tokens.
+ *  2. The full logit vector at every position of the 64-token prose prompt,
+ *     produced at test time by ref_model.py in the project's Python venv.
+ * Tolerance: relative error < 1e-3, measured against the largest |logit| of
+ * the position (logits near zero make element-wise relative error meaningless). */
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "fasa.h"
+
+#define REL_TOL 1e-3
+
+static fasa_model *model;
+
+static char *slurp(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = malloc((size_t)n + 1);
+    if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
+        free(buf);
+        buf = NULL;
+    }
+    fclose(f);
+    if (buf) buf[n] = '\0';
+    if (len) *len = (size_t)n;
+    return buf;
+}
+
+static cJSON *load_golden(const char *name) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/golden/ref_%s.json", FASA_TEST_DIR, name);
+    char *text = slurp(path, NULL);
+    if (!text) fail_msg("cannot read %s", path);
+    cJSON *j = cJSON_Parse(text);
+    free(text);
+    if (!j) fail_msg("%s is not valid JSON", path);
+    return j;
+}
+
+static int32_t *golden_tokens(const cJSON *g, int32_t *n) {
+    const cJSON *toks = cJSON_GetObjectItem(g, "tokens");
+    *n = cJSON_GetArraySize(toks);
+    int32_t *ids = malloc((size_t)*n * sizeof *ids);
+    for (int32_t i = 0; i < *n; i++) ids[i] = (int32_t)cJSON_GetArrayItem(toks, i)->valuedouble;
+    return ids;
+}
+
+/* The projection vectors, regenerated from the recipe recorded in the golden. */
+static double splitmix_uniform(uint64_t *state) {
+    uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    return (double)(z >> 11) * 0x1.0p-53 * 2.0 - 1.0;
+}
+
+static fasa_context *new_context(int32_t n_ctx) {
+    fasa_context_params p = fasa_context_default_params();
+    p.n_ctx = n_ctx;
+    p.n_threads = 2;
+    fasa_context *c = NULL;
+    assert_int_equal(fasa_context_init(model, &p, &c), FASA_OK);
+    return c;
+}
+
+static double max_abs(const float *x, int32_t n) {
+    double m = 0.0;
+    for (int32_t i = 0; i < n; i++) m = fabs(x[i]) > m ? fabs(x[i]) : m;
+    return m;
+}
+
+static void check_position(const cJSON *pos, const float *logits, int32_t n_vocab, double **proj, int32_t t) {
+    const double scale = max_abs(logits, n_vocab);
+    const cJSON *top = cJSON_GetObjectItem(pos, "top"), *item;
+    cJSON_ArrayForEach(item, top) {
+        const int32_t id = (int32_t)cJSON_GetArrayItem(item, 0)->valuedouble;
+        const double ref = cJSON_GetArrayItem(item, 1)->valuedouble;
+        if (fabs(logits[id] - ref) > REL_TOL * scale)
+            fail_msg("position %d token %d: logit %.6f, reference %.6f", t, id, logits[id], ref);
+    }
+    double mx = -INFINITY, se = 0.0, l2 = 0.0, sum = 0.0, p[4] = {0};
+    for (int32_t i = 0; i < n_vocab; i++) mx = logits[i] > mx ? logits[i] : mx;
+    for (int32_t i = 0; i < n_vocab; i++) {
+        se += exp(logits[i] - mx);
+        l2 += (double)logits[i] * logits[i];
+        sum += logits[i];
+        for (int j = 0; j < 4; j++) p[j] += logits[i] * proj[j][i];
+    }
+    const double lse = mx + log(se);
+    const double ref_lse = cJSON_GetObjectItem(pos, "lse")->valuedouble;
+    const double ref_l2 = cJSON_GetObjectItem(pos, "l2")->valuedouble;
+    const double ref_sum = cJSON_GetObjectItem(pos, "sum")->valuedouble;
+    if (fabs(lse - ref_lse) > REL_TOL * fabs(ref_lse)) fail_msg("position %d: lse %.6f vs %.6f", t, lse, ref_lse);
+    if (fabs(sqrt(l2) - ref_l2) > REL_TOL * ref_l2) fail_msg("position %d: l2 %.6f vs %.6f", t, sqrt(l2), ref_l2);
+    /* A sum or projection (weights in [-1, 1]) of n_vocab elements each within
+     * REL_TOL * scale, with independent signs, is within this bound. */
+    const double agg_tol = REL_TOL * scale * sqrt((double)n_vocab);
+    if (fabs(sum - ref_sum) > agg_tol)
+        fail_msg("position %d: sum %.6f vs %.6f", t, sum, ref_sum);
+    const cJSON *rp = cJSON_GetObjectItem(pos, "proj");
+    for (int j = 0; j < 4; j++) {
+        const double ref = cJSON_GetArrayItem(rp, j)->valuedouble;
+        if (fabs(p[j] - ref) > agg_tol)
+            fail_msg("position %d: projection %d %.6f vs %.6f", t, j, p[j], ref);
+    }
+}
+
+static void check_golden(const char *name) {
+    cJSON *g = load_golden(name);
+    fasa_model_info info;
+    fasa_model_get_info(model, &info);
+    assert_int_equal((int)cJSON_GetObjectItem(g, "n_vocab")->valuedouble, info.n_vocab);
+    int32_t n;
+    int32_t *ids = golden_tokens(g, &n);
+    const cJSON *positions = cJSON_GetObjectItem(g, "positions"), *greedy = cJSON_GetObjectItem(g, "greedy");
+    assert_int_equal(cJSON_GetArraySize(positions), n);
+    const int32_t n_greedy = cJSON_GetArraySize(greedy);
+
+    double *proj[4];
+    uint64_t state = (uint64_t)cJSON_GetObjectItem(g, "proj_seed")->valuedouble;
+    for (int j = 0; j < 4; j++) {
+        proj[j] = malloc((size_t)info.n_vocab * sizeof(double));
+        for (int32_t i = 0; i < info.n_vocab; i++) proj[j][i] = splitmix_uniform(&state);
+    }
+    float *logits = malloc((size_t)n * info.n_vocab * sizeof *logits);
+    fasa_context *c = new_context(n + n_greedy + 1);
+    assert_int_equal(fasa_eval(c, ids, n, logits, true), FASA_OK);
+    for (int32_t t = 0; t < n; t++)
+        check_position(cJSON_GetArrayItem(positions, t), logits + (int64_t)t * info.n_vocab, info.n_vocab, proj, t);
+
+    /* Greedy continuation: a mismatch is accepted only where the reference's
+     * own margin between first and second choice is within the tolerance. */
+    const float *last = logits + (int64_t)(n - 1) * info.n_vocab;
+    for (int32_t s = 0; s < n_greedy; s++) {
+        int32_t best = 0;
+        for (int32_t i = 1; i < info.n_vocab; i++)
+            if (last[i] > last[best]) best = i;
+        const cJSON *step = cJSON_GetArrayItem(greedy, s);
+        const int32_t ref = (int32_t)cJSON_GetObjectItem(step, "token")->valuedouble;
+        const double margin = cJSON_GetObjectItem(step, "margin")->valuedouble;
+        if (best != ref) {
+            if (margin > REL_TOL * max_abs(last, info.n_vocab))
+                fail_msg("%s greedy step %d: got token %d, reference %d (reference margin %.4f)", name, s,
+                         best, ref, margin);
+            print_message("%s greedy step %d: near-tie (margin %.2g), stopping comparison\n", name, s, margin);
+            break;
+        }
+        assert_int_equal(fasa_eval(c, &best, 1, logits, false), FASA_OK);
+        last = logits;
+    }
+    fasa_context_free(c);
+    for (int j = 0; j < 4; j++) free(proj[j]);
+    free(logits);
+    free(ids);
+    cJSON_Delete(g);
+}
+
+static void test_golden_prose(void **state) { check_golden("prose"); }
+static void test_golden_code(void **state) { check_golden("code"); }
+static void test_golden_chat(void **state) { check_golden("chat"); }
+
+/* The whole logit vector at every position, against the reference run now. */
+static void test_full_vectors(void **state) {
+    char py[1024], out[1024], cmd[8192];
+    snprintf(py, sizeof py, "%s/../.venv/bin/python", FASA_TEST_DIR);
+    FILE *f = fopen(py, "rb");
+    if (!f) fail_msg("no Python venv at %s: run scripts/setup-deps.sh", py);
+    fclose(f);
+    cJSON *g = load_golden("prose");
+    int32_t n;
+    int32_t *ids = golden_tokens(g, &n);
+    cJSON_Delete(g);
+    snprintf(out, sizeof out, "%s/ref_prose_logits.f32", FASA_BUILD_DIR);
+    int w = snprintf(cmd, sizeof cmd, "%s %s/reference/ref_model.py --model %s --dump-logits %s --tokens '", py,
+                     FASA_TEST_DIR, FASA_TEST_MODEL, out);
+    for (int32_t i = 0; i < n; i++) w += snprintf(cmd + w, sizeof cmd - (size_t)w, "%s%d", i ? " " : "", ids[i]);
+    snprintf(cmd + w, sizeof cmd - (size_t)w, "' > /dev/null");
+    assert_int_equal(system(cmd), 0);
+    size_t len;
+    float *ref = (float *)slurp(out, &len);
+    assert_non_null(ref);
+    fasa_model_info info;
+    fasa_model_get_info(model, &info);
+    assert_int_equal(len, (size_t)n * info.n_vocab * sizeof(float));
+    float *logits = malloc(len);
+    fasa_context *c = new_context(n);
+    assert_int_equal(fasa_eval(c, ids, n, logits, true), FASA_OK);
+    double worst = 0.0;
+    for (int32_t t = 0; t < n; t++) {
+        const float *a = logits + (int64_t)t * info.n_vocab, *b = ref + (int64_t)t * info.n_vocab;
+        double err = 0.0;
+        for (int32_t i = 0; i < info.n_vocab; i++) err = fmax(err, fabs((double)a[i] - b[i]));
+        err /= max_abs(b, info.n_vocab);
+        worst = fmax(worst, err);
+        if (err > REL_TOL) fail_msg("position %d: max |logit error| / max |logit| = %.3g", t, err);
+    }
+    print_message("full-vector check: worst relative error %.3g over %d positions\n", worst, n);
+    fasa_context_free(c);
+    free(logits);
+    free(ref);
+    free(ids);
+}
+
+static int setup(void **state) {
+    if (fasa_model_load(FASA_TEST_MODEL, &model) != FASA_OK) {
+        fprintf(stderr, "cannot load %s: %s\n", FASA_TEST_MODEL, fasa_last_error());
+        return -1;
+    }
+    return 0;
+}
+
+static int teardown(void **state) {
+    fasa_model_free(model);
+    return 0;
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_golden_prose),
+        cmocka_unit_test(test_golden_code),
+        cmocka_unit_test(test_golden_chat),
+        cmocka_unit_test(test_full_vectors),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}

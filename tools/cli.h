@@ -1,0 +1,55 @@
+/* Shared pieces of the command-line tool: argument parsing helpers, model
+ * loading with user-facing errors, timing and progress display. */
+#ifndef FASA_CLI_H
+#define FASA_CLI_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "fasa.h"
+
+#define CLI_DEFAULT_MODEL "models/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+/* Each command's entry point; argv[0] is the command name. Returns the exit code. */
+int cmd_generate(int argc, char **argv);
+int cmd_perplexity(int argc, char **argv);
+
+/* Prints "fasa CMD: error: ..." to stderr and returns 1 (for `return cli_fail(...)`). */
+int cli_fail(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Strict number parsing for option values: the whole string must be a number
+ * inside [lo, hi]; otherwise an error naming the option is printed. */
+bool cli_int(const char *cmd, const char *opt, const char *val, int64_t lo, int64_t hi, int64_t *out);
+bool cli_float(const char *cmd, const char *opt, const char *val, double lo, double hi, double *out);
+
+/* Reads a whole file into a NUL-terminated buffer (caller frees). */
+char *cli_read_file(const char *cmd, const char *path, size_t *len);
+
+/* The model named by -m, or the default one, with an actionable message when absent. */
+fasa_model *cli_load_model(const char *cmd, const char *path);
+
+/* Parses "f32" / "f16". */
+bool cli_kv_type(const char *cmd, const char *val, fasa_kv_type *out);
+
+/* Tokenizes text into a malloc'd array. */
+int32_t *cli_tokenize(const char *cmd, const fasa_model *m, const char *text, size_t len, bool add_bos,
+                      bool parse_special, int32_t *n_out);
+
+double cli_now(void);
+
+/* A one-line progress display on stderr when it is a terminal:
+ * "label  done/total  rate unit/s  ETA". */
+typedef struct cli_progress {
+    const char *label;
+    const char *unit;
+    int64_t total;
+    double start;
+    double last_draw;
+    bool enabled;
+} cli_progress;
+
+void cli_progress_start(cli_progress *p, const char *label, const char *unit, int64_t total);
+void cli_progress_update(cli_progress *p, int64_t done);
+void cli_progress_end(cli_progress *p);
+
+#endif
