@@ -60,6 +60,7 @@ typedef struct fasa_model_info {
     fasa_rope_layout rope_layout;
     uint64_t n_params;
     uint64_t weight_bytes; /* bytes of tensor data read per decoded token */
+    uint64_t tensor_hash;  /* FNV-1a over the tensor table (names, types, shapes, offsets) */
 } fasa_model_info;
 
 fasa_status fasa_model_load(const char *path, fasa_model **out);
@@ -118,6 +119,99 @@ fasa_status fasa_context_truncate(fasa_context *c, int32_t n);
  * not fit. */
 fasa_status fasa_eval(fasa_context *c, const int32_t *tokens, int32_t n, float *logits,
                       bool all_logits);
+
+/* ---- decode attention policies ------------------------------------------ */
+
+/* A calibration: for every (layer, query head), the RoPE frequency chunks
+ * ranked by how well each alone predicts the full attention top-k. */
+typedef struct fasa_calib fasa_calib;
+
+typedef struct fasa_calib_params {
+    int32_t budget;    /* K*: top-k size at which agreement is measured [256] */
+    int32_t n_decode;  /* decode steps measured after the dense prefill [128] */
+    int32_t n_threads; /* 0 = all cores */
+    /* Optional progress callback: called after each decode step. */
+    void (*progress)(void *user, int32_t done, int32_t total);
+    void *user;
+} fasa_calib_params;
+
+fasa_calib_params fasa_calib_default_params(void);
+
+/* Calibrates the model on a token sequence: the first n - n_decode tokens
+ * are prefilled densely, then each of the last n_decode tokens is decoded
+ * (dense attention) and, at every step, every layer and query head, the
+ * Contextual Agreement at budget K* of every frequency chunk is accumulated. */
+fasa_status fasa_calibrate(fasa_model *m, const int32_t *tokens, int32_t n, const fasa_calib_params *p,
+                           fasa_calib **out);
+/* JSON file I/O. Loading checks that the file was made for this model. */
+fasa_status fasa_calib_save(const fasa_calib *c, const char *path);
+fasa_status fasa_calib_load(const char *path, const fasa_model *m, fasa_calib **out);
+void fasa_calib_free(fasa_calib *c);
+/* Mean CA of frequency chunk fc of a query head, in [0, 1]. */
+double fasa_calib_ca(const fasa_calib *c, int32_t layer, int32_t head, int32_t fc);
+/* The head's frequency chunks ranked by mean CA, best first (head_dim / 2 entries). */
+const int32_t *fasa_calib_ranking(const fasa_calib *c, int32_t layer, int32_t head);
+
+/* Which cached tokens each decode step attends to. Prefill is always dense.
+ * Zero-initialised fields take the method's default (given in brackets). */
+typedef struct fasa_attn_params {
+    const char *method;   /* full, fasa, oracle, stream, h2o, snapkv, quest, sparq, random [full] */
+    int32_t budget;       /* tokens attended per head per decode step (required unless full) */
+    int32_t per_head;     /* 0 method default, 1 select per query head, 2 one set per KV group */
+    const char *dense_layers; /* comma list of layers kept dense [fasa: "0", others: ""] */
+    /* fasa */
+    const fasa_calib *calib;  /* required for fasa */
+    int32_t n_tip;        /* dominant frequency chunks per head [head_dim / 8] */
+    int32_t fc_union;     /* 0 method default, 1 FCs per KV head from the group's mean ranking,
+                             2 union of each query head's own top FCs */
+    /* stream and h2o */
+    int32_t n_sink;       /* stream: attention-sink tokens kept [8] */
+    int32_t n_recent;     /* h2o: most recent tokens kept [budget / 2] */
+    /* snapkv */
+    int32_t window;       /* observation window [32] */
+    int32_t pool_kernel;  /* max-pooling kernel [7] */
+    int32_t refresh;      /* re-select every N decoded tokens, 0 = never [0] */
+    /* quest */
+    int32_t page;         /* tokens per page [16] */
+    /* sparq */
+    int32_t sparq_r;      /* query coordinates used for approximate scores [head_dim / 4] */
+    /* random */
+    uint64_t seed;
+} fasa_attn_params;
+
+/* Installs a policy on the context (replacing any earlier one); method NULL
+ * or "full" restores dense attention. The cache is kept: a policy set after
+ * a prefill sees every cached token (its per-token structures are rebuilt). */
+fasa_status fasa_context_set_attention(fasa_context *c, const fasa_attn_params *p);
+
+/* Names of the available methods, NULL-terminated. */
+const char *const *fasa_attn_methods(void);
+
+/* ---- one FASA decode step on caller-provided buffers ------------------------
+ * For engines that keep their own KV cache: TIP scores every token from its
+ * label (the key's coordinates at label_coords), the top `budget` tokens get
+ * exact softmax attention with the full q, K and V. All f32, contiguous. */
+typedef struct fasa_step {
+    int32_t n_heads, n_kv_heads, head_dim; /* query head h uses KV head h / (n_heads / n_kv_heads) */
+    int32_t n_tokens;                      /* cached tokens, all visible */
+    const float *q;                        /* [n_heads][head_dim], after RoPE */
+    const float *k, *v;                    /* [n_kv_heads][n_tokens][head_dim] */
+    const float *labels;                   /* [n_kv_heads][n_tokens][n_label] */
+    const int32_t *label_coords;           /* [n_kv_heads][n_label]: coordinate of each label entry */
+    int32_t n_label;
+    int32_t budget;                        /* tokens attended per KV group (or per head) */
+    bool per_head;                         /* select per query head instead of per KV group */
+    float *out;                            /* [n_heads][head_dim] */
+    int32_t *selected;                     /* optional [n_heads][budget]: chosen positions, ascending */
+} fasa_step;
+
+fasa_status fasa_attention_step(const fasa_step *s);
+
+/* The label coordinates FASA uses for a KV head: the 2 * n_tip coordinates
+ * of the n_tip chunks with the best mean CA over the head's query group,
+ * ascending. The model's RoPE layout decides which coordinates pair up. */
+fasa_status fasa_calib_label_coords(const fasa_calib *c, int32_t layer, int32_t kv_head, int32_t n_tip,
+                                    int32_t *coords);
 
 /* ---- sampling --------------------------------------------------------- */
 

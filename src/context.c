@@ -2,6 +2,7 @@
 
 #include <omp.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "attn/dense.h"
 #include "error.h"
@@ -28,7 +29,11 @@ static fasa_status alloc_scratch(fasa_context *c) {
         !(c->rope_cos = fasa_malloc(B, (size_t)in->head_dim / 2 * sizeof(float), "RoPE table")) ||
         !(c->rope_sin = fasa_malloc(B, (size_t)in->head_dim / 2 * sizeof(float), "RoPE table")) ||
         !(c->attn_scratch = fasa_malloc((size_t)c->n_threads * (size_t)c->attn_scratch_stride,
-                                        sizeof(float), "attention scratch")))
+                                        sizeof(float), "attention scratch")) ||
+        !(c->policy_idx = fasa_malloc((size_t)c->n_threads * (size_t)c->kv.n_ctx, sizeof(int32_t),
+                                      "attention index buffer")) ||
+        !(c->q_hist = fasa_malloc((size_t)in->n_layers * ATTN_QUERY_HISTORY, HD * sizeof(float),
+                                  "query history")))
         return FASA_E_NOMEM;
     return FASA_OK;
 }
@@ -72,10 +77,17 @@ void fasa_context_free(fasa_context *c) {
     free(c->rope_cos);
     free(c->rope_sin);
     free(c->attn_scratch);
+    free(c->policy_idx);
+    free(c->q_hist);
+    free(c->policy_scratch);
+    attn_policy_free(c->policy);
     free(c);
 }
 
-void fasa_context_reset(fasa_context *c) { c->kv.n_tokens = 0; }
+void fasa_context_reset(fasa_context *c) {
+    c->kv.n_tokens = 0;
+    if (c->policy && c->policy->ops->truncate) c->policy->ops->truncate(c->policy, 0);
+}
 int32_t fasa_context_n_past(const fasa_context *c) { return c->kv.n_tokens; }
 int32_t fasa_context_n_ctx(const fasa_context *c) { return c->kv.n_ctx; }
 
@@ -83,5 +95,65 @@ fasa_status fasa_context_truncate(fasa_context *c, int32_t n) {
     if (n < 0 || n > c->kv.n_tokens)
         return fasa_error(FASA_E_ARG, "cannot truncate a context of %d tokens to %d", c->kv.n_tokens, n);
     c->kv.n_tokens = n;
+    if (c->policy && c->policy->ops->truncate) c->policy->ops->truncate(c->policy, n);
     return FASA_OK;
+}
+
+attn_shape context_attn_shape(const fasa_context *c) {
+    const fasa_model_info *in = &c->model->info;
+    return (attn_shape){in->n_layers, in->n_heads, in->n_kv_heads, in->head_dim, c->kv.n_ctx, in->rope_layout};
+}
+
+/* Shows a freshly installed policy the tokens already cached: every key, and
+ * the queries of the most recent positions as one prefill per layer. */
+static fasa_status replay_cache(fasa_context *c, attn_policy *p) {
+    const int32_t n = c->kv.n_tokens;
+    if (n == 0) return FASA_OK;
+    const fasa_model_info *in = &c->model->info;
+    const int64_t HD = (int64_t)in->n_heads * in->head_dim;
+    const int32_t n_q = n < ATTN_QUERY_HISTORY ? n : ATTN_QUERY_HISTORY, pos0 = n - n_q;
+    float *q = p->ops->prefill ? fasa_malloc((size_t)n_q, (size_t)HD * sizeof(float), "query replay") : NULL;
+    if (p->ops->prefill && !q) return FASA_E_NOMEM;
+    for (int32_t l = 0; l < in->n_layers; l++) {
+        if (p->ops->append)
+            for (int32_t pos = 0; pos < n; pos++) p->ops->append(p, &c->kv, l, pos);
+        if (!q) continue;
+        for (int32_t t = 0; t < n_q; t++)
+            memcpy(q + t * HD, c->q_hist + ((int64_t)l * ATTN_QUERY_HISTORY + (pos0 + t) % ATTN_QUERY_HISTORY) * HD,
+                   (size_t)HD * sizeof(float));
+        p->ops->prefill(p, &c->kv, l, q, pos0, n_q);
+    }
+    free(q);
+    return FASA_OK;
+}
+
+fasa_status context_install_policy(fasa_context *c, attn_policy *p) {
+    attn_policy_free(c->policy);
+    free(c->policy_scratch);
+    c->policy = NULL;
+    c->policy_scratch = NULL;
+    if (!p) return FASA_OK;
+    fasa_status st = FASA_OK;
+    if (p->scratch_floats > 0 &&
+        !(c->policy_scratch = fasa_malloc((size_t)c->n_threads * (size_t)p->scratch_floats, sizeof(float),
+                                          "policy scratch")))
+        st = FASA_E_NOMEM;
+    if (!st) st = replay_cache(c, p);
+    if (st) {
+        attn_policy_free(p);
+        free(c->policy_scratch);
+        c->policy_scratch = NULL;
+        return st;
+    }
+    c->policy = p;
+    return FASA_OK;
+}
+
+fasa_status fasa_context_set_attention(fasa_context *c, const fasa_attn_params *params) {
+    if (!params || !params->method || !strcmp(params->method, "full")) return context_install_policy(c, NULL);
+    const attn_shape shape = context_attn_shape(c);
+    attn_policy *p;
+    fasa_status st = attn_policy_create(params, &shape, c->kv.n_tokens, &p);
+    if (st) return st;
+    return context_install_policy(c, p);
 }

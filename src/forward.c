@@ -57,9 +57,9 @@ static void rope_tables(fasa_context *c, int32_t pos0, int32_t n) {
         }
 }
 
-/* Causal attention of the chunk's queries over the cache (which already holds
- * the chunk's own keys): token t at position pos0 + t sees pos0 + t + 1 keys. */
-static void attention(fasa_context *c, int32_t layer, int32_t pos0, int32_t n) {
+/* Causal dense attention of the chunk's queries over the cache (which already
+ * holds the chunk's own keys): token t at position pos0 + t sees pos0 + t + 1 keys. */
+static void attention_dense(fasa_context *c, int32_t layer, int32_t pos0, int32_t n) {
     const fasa_model_info *in = &c->model->info;
     const int32_t d = in->head_dim, group = in->n_heads / in->n_kv_heads;
     const int64_t qstride = (int64_t)in->n_heads * d;
@@ -73,6 +73,50 @@ static void attention(fasa_context *c, int32_t layer, int32_t pos0, int32_t n) {
         attn_dense_group(&c->kv, layer, h, c->q + off, group, NULL, pos0 + t + 1, scale, c->xb + off,
                          scratch);
     }
+}
+
+/* One decode step under the context's policy: per KV head (or per query
+ * head), the policy picks positions, exact attention runs over them, and the
+ * policy sees the resulting weights. */
+static void attention_policy(fasa_context *c, int32_t layer, int32_t pos) {
+    attn_policy *p = c->policy;
+    const fasa_model_info *in = &c->model->info;
+    const int32_t d = in->head_dim, group = in->n_heads / in->n_kv_heads;
+    const int32_t n_sel = p->per_head ? group : 1, n_q = p->per_head ? 1 : group;
+    const int32_t n_tasks = in->n_kv_heads * n_sel;
+    const float scale = 1.0f / sqrtf((float)d);
+#pragma omp parallel for schedule(dynamic, 1) num_threads(c->n_threads)
+    for (int32_t task = 0; task < n_tasks; task++) {
+        const int32_t h = task / n_sel, qh = h * group + (task % n_sel) * n_q, th = omp_get_thread_num();
+        float *scratch = c->attn_scratch + th * c->attn_scratch_stride;
+        int32_t *idx = c->policy_idx + (int64_t)th * c->kv.n_ctx;
+        const attn_query aq = {&c->kv, layer, h, c->q + (int64_t)qh * d, n_q, qh, pos + 1};
+        int32_t n = -1;
+        if (!p->dense_layer[layer])
+            n = p->ops->select(p, &aq, idx, c->policy_scratch + th * p->scratch_floats);
+        const int32_t *sel = n < 0 ? NULL : idx;
+        if (n < 0) n = pos + 1;
+        attn_dense_group(&c->kv, layer, h, aq.q, n_q, sel, n, scale, c->xb + (int64_t)qh * d, scratch);
+        if (p->ops->observe) p->ops->observe(p, &aq, sel, n, scratch);
+    }
+}
+
+static void remember_queries(fasa_context *c, int32_t layer, int32_t pos0, int32_t n) {
+    const int64_t HD = (int64_t)c->model->info.n_heads * c->model->info.head_dim;
+    const int32_t first = n > ATTN_QUERY_HISTORY ? n - ATTN_QUERY_HISTORY : 0;
+    for (int32_t t = first; t < n; t++)
+        memcpy(c->q_hist + ((int64_t)layer * ATTN_QUERY_HISTORY + (pos0 + t) % ATTN_QUERY_HISTORY) * HD,
+               c->q + t * HD, (size_t)HD * sizeof(float));
+}
+
+/* Prefill (n > 1) is dense for every policy, as in the paper; the policy
+ * then sees the chunk's queries. A single token is a decode step. */
+static void attention(fasa_context *c, int32_t layer, int32_t pos0, int32_t n) {
+    attn_policy *p = c->policy;
+    if (p && n == 1) attention_policy(c, layer, pos0);
+    else attention_dense(c, layer, pos0, n);
+    if (p && n > 1 && p->ops->prefill) p->ops->prefill(p, &c->kv, layer, c->q, pos0, n);
+    remember_queries(c, layer, pos0, n);
 }
 
 static void layer_forward(fasa_context *c, int32_t l, int32_t pos0, int32_t n) {
@@ -92,6 +136,7 @@ static void layer_forward(fasa_context *c, int32_t l, int32_t pos0, int32_t n) {
         fasa_rope_apply(c->q + t * HD, in->n_heads, d, in->rope_layout, cs, sn);
         fasa_rope_apply(c->k + t * KVD, in->n_kv_heads, d, in->rope_layout, cs, sn);
         kv_store(&c->kv, l, pos0 + t, c->k + t * KVD, c->v + t * KVD);
+        if (c->policy && c->policy->ops->append) c->policy->ops->append(c->policy, &c->kv, l, pos0 + t);
     }
     attention(c, l, pos0, n);
     matmul(c, &L->wo, c->xb, n, c->proj);

@@ -197,6 +197,26 @@ static fasa_status load_weights(fasa_model *m) {
     return FASA_OK;
 }
 
+/* Identifies the weights a calibration was made for: two files with the same
+ * tensor table are the same model for our purposes. */
+static uint64_t tensor_table_hash(const gguf_file *g) {
+    uint64_t h = 0xcbf29ce484222325ull;
+#define MIX(ptr, len)                                                        \
+    for (size_t b_ = 0; b_ < (size_t)(len); b_++) {                          \
+        h ^= ((const uint8_t *)(ptr))[b_];                                   \
+        h *= 0x100000001b3ull;                                               \
+    }
+    for (uint64_t i = 0; i < g->n_tensors; i++) {
+        const gguf_tensor *t = &g->tensors[i];
+        MIX(t->name.data, t->name.len);
+        MIX(&t->type, sizeof t->type);
+        MIX(t->ne, sizeof t->ne);
+        MIX(&t->offset, sizeof t->offset);
+    }
+#undef MIX
+    return h;
+}
+
 static fasa_status init_rope(fasa_model *m) {
     const int32_t half = m->info.head_dim / 2;
     m->inv_freq = fasa_malloc((size_t)half, sizeof(float), "RoPE frequencies");
@@ -261,6 +281,7 @@ fasa_status fasa_model_load(const char *path, fasa_model **out) {
         return st;
     }
     detect_chat(m);
+    m->info.tensor_hash = tensor_table_hash(m->gguf);
     *out = m;
     return FASA_OK;
 }

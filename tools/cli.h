@@ -13,6 +13,8 @@
 /* Each command's entry point; argv[0] is the command name. Returns the exit code. */
 int cmd_generate(int argc, char **argv);
 int cmd_perplexity(int argc, char **argv);
+int cmd_calibrate(int argc, char **argv);
+int cmd_ca(int argc, char **argv);
 
 /* Prints "fasa CMD: error: ..." to stderr and returns 1 (for `return cli_fail(...)`). */
 int cli_fail(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -53,3 +55,40 @@ void cli_progress_update(cli_progress *p, int64_t done);
 void cli_progress_end(cli_progress *p);
 
 #endif
+
+/* ---- attention policy options, shared by generate, perplexity and eval ---- */
+
+typedef struct cli_attn {
+    fasa_attn_params p;
+    const char *calib_path;
+    fasa_calib *calib; /* loaded by cli_attn_apply */
+} cli_attn;
+
+/* getopt_long codes of the shared options start here. */
+enum { CLI_ATTN_BASE = 1000 };
+
+#define CLI_ATTN_OPTIONS                                                                        \
+    {"attn", required_argument, 0, CLI_ATTN_BASE + 0},                                          \
+        {"budget", required_argument, 0, CLI_ATTN_BASE + 1},                                    \
+        {"fc", required_argument, 0, CLI_ATTN_BASE + 2},                                        \
+        {"calib", required_argument, 0, CLI_ATTN_BASE + 3},                                     \
+        {"dense-layers", required_argument, 0, CLI_ATTN_BASE + 4},                              \
+        {"select", required_argument, 0, CLI_ATTN_BASE + 5},                                    \
+        {"fc-choice", required_argument, 0, CLI_ATTN_BASE + 6},                                 \
+        {"sinks", required_argument, 0, CLI_ATTN_BASE + 7},                                     \
+        {"recent", required_argument, 0, CLI_ATTN_BASE + 8},                                    \
+        {"window", required_argument, 0, CLI_ATTN_BASE + 9},                                    \
+        {"pool", required_argument, 0, CLI_ATTN_BASE + 10},                                    \
+        {"refresh", required_argument, 0, CLI_ATTN_BASE + 11},                                  \
+        {"page", required_argument, 0, CLI_ATTN_BASE + 12},                                     \
+        {"sparq-r", required_argument, 0, CLI_ATTN_BASE + 13},                                  \
+        {"attn-seed", required_argument, 0, CLI_ATTN_BASE + 14}
+
+void cli_attn_init(cli_attn *a);
+/* Handles one shared option; false after printing an error. */
+bool cli_attn_option(const char *cmd, int code, const char *val, cli_attn *a);
+void cli_attn_help(void);
+/* Loads the calibration if one is needed or given, and installs the policy. */
+bool cli_attn_apply(const char *cmd, const fasa_model *m, fasa_context *c, cli_attn *a);
+bool cli_attn_is_sparse(const cli_attn *a);
+void cli_attn_free(cli_attn *a);

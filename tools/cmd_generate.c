@@ -26,6 +26,7 @@ static void help(void) {
            "      --special        parse control tokens such as <|im_start|> in the prompt\n"
            "  -h, --help           this help\n",
            CLI_DEFAULT_MODEL);
+    cli_attn_help();
 }
 
 typedef struct gen_opts {
@@ -34,6 +35,7 @@ typedef struct gen_opts {
     double temp, top_p;
     bool chat, special;
     fasa_kv_type kv_type;
+    cli_attn attn;
 } gen_opts;
 
 /* Returns 0 to go on, 1 on a usage error, -1 after --help. */
@@ -47,9 +49,11 @@ static int parse(int argc, char **argv, gen_opts *o) {
         {"temp", required_argument, 0, O_TEMP}, {"top-p", required_argument, 0, O_TOPP},
         {"top-k", required_argument, 0, O_TOPK}, {"seed", required_argument, 0, O_SEED},
         {"kv-type", required_argument, 0, O_KV}, {"special", no_argument, 0, O_SPECIAL},
-        {"help", no_argument, 0, 'h'},          {0, 0, 0, 0},
+        {"help", no_argument, 0, 'h'},          CLI_ATTN_OPTIONS,
+        {0, 0, 0, 0},
     };
     *o = (gen_opts){.n_predict = 128, .top_k = 40, .seed = 42, .temp = 0.7, .top_p = 0.9};
+    cli_attn_init(&o->attn);
     optind = 1;
     opterr = 0;
     int c;
@@ -72,7 +76,8 @@ static int parse(int argc, char **argv, gen_opts *o) {
         case O_SPECIAL: o->special = true; break;
         case 'h': help(); return -1;
         case ':': return cli_fail(CMD, "option '%s' needs a value", argv[optind - 1]);
-        default: return cli_fail(CMD, "unknown option '%s' (see fasa generate --help)", argv[optind - 1]);
+        case '?': return cli_fail(CMD, "unknown option '%s' (see fasa generate --help)", argv[optind - 1]);
+        default: ok = cli_attn_option(CMD, c, optarg, &o->attn); break;
         }
         if (!ok) return 1;
     }
@@ -90,7 +95,7 @@ static void emit(const fasa_model *m, int32_t id) {
     fflush(stdout);
 }
 
-static int run(const gen_opts *o, fasa_model *m) {
+static int run(gen_opts *o, fasa_model *m) {
     fasa_model_info info;
     fasa_model_get_info(m, &info);
     char *text = NULL;
@@ -140,6 +145,7 @@ static int run(const gen_opts *o, fasa_model *m) {
         cli_fail(CMD, "%s", fasa_last_error());
         goto done;
     }
+    if (!cli_attn_apply(CMD, m, ctx, &o->attn)) goto done;
 
     /* Prefill in chunks so a long prompt shows progress. */
     cli_progress prog;
@@ -191,6 +197,7 @@ int cmd_generate(int argc, char **argv) {
     fasa_model *m = cli_load_model(CMD, o.model);
     if (!m) return 1;
     int rc = run(&o, m);
+    cli_attn_free(&o.attn);
     fasa_model_free(m);
     return rc;
 }

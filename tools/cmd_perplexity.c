@@ -2,7 +2,12 @@
  * model, over windows of -c tokens. With --stride S < ctx the windows slide
  * by S and only the last S tokens of each (all of the first) are scored, so
  * every scored token sees at least ctx - S tokens of context; by default the
- * windows are disjoint chunks and every token but a window's first is scored. */
+ * windows are disjoint chunks and every token but a window's first is scored.
+ *
+ * With --decode D the last D tokens of each window are decoded one at a time
+ * after a dense prefill of the rest, and only they are scored: this is how a
+ * sparse decode-attention policy (--attn) is measured, since prefill is
+ * always dense. */
 #include <getopt.h>
 #include <math.h>
 #include <stdio.h>
@@ -22,28 +27,34 @@ static void help(void) {
            "      --max-tokens N   score only the first N tokens of the text (default: all)\n"
            "  -t, --threads N      threads (default: all cores)\n"
            "      --kv-type T      KV cache element type: f32 or f16 (default f32)\n"
+           "      --decode D       decode the last D tokens of each window one by one and score\n"
+           "                       only them (default 0; with a sparse --attn: min(256, ctx/2))\n"
            "      --json           print one JSON object instead of text\n"
            "  -h, --help           this help\n",
            CLI_DEFAULT_MODEL);
+    cli_attn_help();
 }
 
 typedef struct ppl_opts {
     const char *model, *file;
-    int64_t ctx, stride, max_tokens, threads;
+    int64_t ctx, stride, max_tokens, threads, decode;
     bool json;
     fasa_kv_type kv_type;
+    cli_attn attn;
 } ppl_opts;
 
 static int parse(int argc, char **argv, ppl_opts *o) {
-    enum { O_STRIDE = 256, O_MAX, O_KV, O_JSON };
+    enum { O_STRIDE = 256, O_MAX, O_KV, O_JSON, O_DECODE };
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'},     {"file", required_argument, 0, 'f'},
         {"ctx", required_argument, 0, 'c'},       {"threads", required_argument, 0, 't'},
         {"stride", required_argument, 0, O_STRIDE}, {"max-tokens", required_argument, 0, O_MAX},
         {"kv-type", required_argument, 0, O_KV},  {"json", no_argument, 0, O_JSON},
-        {"help", no_argument, 0, 'h'},            {0, 0, 0, 0},
+        {"decode", required_argument, 0, O_DECODE}, {"help", no_argument, 0, 'h'},
+        CLI_ATTN_OPTIONS,                         {0, 0, 0, 0},
     };
-    *o = (ppl_opts){.ctx = 512};
+    *o = (ppl_opts){.ctx = 512, .decode = -1};
+    cli_attn_init(&o->attn);
     optind = 1;
     opterr = 0;
     int c;
@@ -58,9 +69,11 @@ static int parse(int argc, char **argv, ppl_opts *o) {
         case O_MAX: ok = cli_int(CMD, "--max-tokens", optarg, 2, INT32_MAX, &o->max_tokens); break;
         case O_KV: ok = cli_kv_type(CMD, optarg, &o->kv_type); break;
         case O_JSON: o->json = true; break;
+        case O_DECODE: ok = cli_int(CMD, "--decode", optarg, 0, 1 << 24, &o->decode); break;
         case 'h': help(); return -1;
         case ':': return cli_fail(CMD, "option '%s' needs a value", argv[optind - 1]);
-        default: return cli_fail(CMD, "unknown option '%s' (see fasa perplexity --help)", argv[optind - 1]);
+        case '?': return cli_fail(CMD, "unknown option '%s' (see fasa perplexity --help)", argv[optind - 1]);
+        default: ok = cli_attn_option(CMD, c, optarg, &o->attn); break;
         }
         if (!ok) return 1;
     }
@@ -69,6 +82,12 @@ static int parse(int argc, char **argv, ppl_opts *o) {
     if (!o->stride) o->stride = o->ctx;
     if (o->stride > o->ctx) return cli_fail(CMD, "--stride %lld is larger than the window -c %lld",
                                             (long long)o->stride, (long long)o->ctx);
+    if (o->decode < 0) o->decode = cli_attn_is_sparse(&o->attn) ? (o->ctx / 2 < 256 ? o->ctx / 2 : 256) : 0;
+    if (o->decode >= o->ctx)
+        return cli_fail(CMD, "--decode %lld must be smaller than the window -c %lld", (long long)o->decode,
+                        (long long)o->ctx);
+    if (o->decode && o->stride != o->ctx)
+        return cli_fail(CMD, "--decode scores the end of disjoint windows; it cannot be combined with --stride");
     return 0;
 }
 
@@ -87,12 +106,15 @@ typedef struct ppl_acc {
 } ppl_acc;
 
 /* Evaluates one window [start, start + len) and scores the tokens whose
- * index inside the window is >= first_scored. */
+ * index inside the window is >= first_scored. Tokens from index `dense_end`
+ * on are evaluated one at a time (decode steps). */
 static bool score_window(fasa_context *ctx, const int32_t *ids, int32_t len, int32_t first_scored,
-                         float *logits, int32_t n_vocab, int32_t n_batch, ppl_acc *acc) {
+                         int32_t dense_end, float *logits, int32_t n_vocab, int32_t n_batch, ppl_acc *acc) {
     fasa_context_reset(ctx);
-    for (int32_t i = 0; i < len - 1; i += n_batch) {
-        const int32_t nb = len - 1 - i < n_batch ? len - 1 - i : n_batch;
+    for (int32_t i = 0; i < len - 1;) {
+        int32_t nb = len - 1 - i < n_batch ? len - 1 - i : n_batch;
+        if (i >= dense_end) nb = 1;
+        else if (i + nb > dense_end) nb = dense_end - i;
         if (fasa_eval(ctx, ids + i, nb, logits, true) != FASA_OK) return false;
         /* logits row t predicts ids[i + t + 1] */
         for (int32_t t = 0; t < nb; t++) {
@@ -101,11 +123,12 @@ static bool score_window(fasa_context *ctx, const int32_t *ids, int32_t len, int
             acc->nll += token_nll(logits + (int64_t)t * n_vocab, n_vocab, ids[target]);
             acc->n++;
         }
+        i += nb;
     }
     return true;
 }
 
-static int run(const ppl_opts *o, fasa_model *m) {
+static int run(ppl_opts *o, fasa_model *m) {
     fasa_model_info info;
     fasa_model_get_info(m, &info);
     size_t len;
@@ -139,14 +162,18 @@ static int run(const ppl_opts *o, fasa_model *m) {
         cli_fail(CMD, "%s", fasa_last_error());
         goto done;
     }
+    if (!cli_attn_apply(CMD, m, ctx, &o->attn)) goto done;
     const int32_t n_windows = 1 + (n_tok - W) / S;
     ppl_acc acc = {0};
     cli_progress prog;
     cli_progress_start(&prog, "perplexity", "windows", n_windows);
     const double t0 = cli_now();
     for (int32_t w = 0; w < n_windows; w++) {
-        const int32_t first = (w == 0 || S == W) ? 1 : W - S;
-        if (!score_window(ctx, ids + (int64_t)w * S, W, first, logits, info.n_vocab, n_batch, &acc)) {
+        const int32_t D = (int32_t)o->decode;
+        const int32_t first = D ? W - D : (w == 0 || S == W) ? 1 : W - S;
+        /* The token before the first scored one is the first decode step. */
+        const int32_t dense_end = D ? W - D - 1 : W;
+        if (!score_window(ctx, ids + (int64_t)w * S, W, first, dense_end, logits, info.n_vocab, n_batch, &acc)) {
             cli_progress_end(&prog);
             cli_fail(CMD, "%s", fasa_last_error());
             goto done;
@@ -157,12 +184,13 @@ static int run(const ppl_opts *o, fasa_model *m) {
     const double secs = cli_now() - t0, ppl = exp(acc.nll / (double)acc.n);
     if (o->json)
         printf("{\"ppl\": %.6f, \"nll\": %.8f, \"tokens\": %lld, \"ctx\": %d, \"stride\": %d, "
-               "\"windows\": %d, \"kv_type\": \"%s\", \"seconds\": %.3f}\n",
-               ppl, acc.nll / (double)acc.n, (long long)acc.n, W, S, n_windows,
-               o->kv_type == FASA_KV_F16 ? "f16" : "f32", secs);
+               "\"windows\": %d, \"decode\": %lld, \"attn\": \"%s\", \"budget\": %d, \"kv_type\": \"%s\", "
+               "\"seconds\": %.3f}\n",
+               ppl, acc.nll / (double)acc.n, (long long)acc.n, W, S, n_windows, (long long)o->decode,
+               o->attn.p.method, o->attn.p.budget, o->kv_type == FASA_KV_F16 ? "f16" : "f32", secs);
     else
-        printf("perplexity %.4f over %lld tokens (%d windows of %d, stride %d) in %.1f s\n", ppl,
-               (long long)acc.n, n_windows, W, S, secs);
+        printf("perplexity %.4f over %lld tokens (%d windows of %d, stride %d, %lld decoded, attention %s) in %.1f s\n",
+               ppl, (long long)acc.n, n_windows, W, S, (long long)o->decode, o->attn.p.method, secs);
     rc = 0;
 done:
     fasa_context_free(ctx);
@@ -178,6 +206,7 @@ int cmd_perplexity(int argc, char **argv) {
     fasa_model *m = cli_load_model(CMD, o.model);
     if (!m) return 1;
     int rc = run(&o, m);
+    cli_attn_free(&o.attn);
     fasa_model_free(m);
     return rc;
 }

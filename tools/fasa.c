@@ -11,6 +11,8 @@ static const struct {
 } commands[] = {
     {"generate", cmd_generate, "generate text from a prompt (optionally as a chat turn)"},
     {"perplexity", cmd_perplexity, "measure perplexity of a model on a text file"},
+    {"calibrate", cmd_calibrate, "find each head's dominant RoPE frequency chunks (for --attn fasa)"},
+    {"ca", cmd_ca, "contextual-agreement table: how well each method recovers the exact top-k"},
 };
 
 static void usage(FILE *f) {

@@ -1,0 +1,243 @@
+/* Offline calibration: which frequency chunks (FCs) of each head predict the
+ * full attention top-k.
+ *
+ * The model decodes a text densely; at every decode step, every layer and
+ * query head, the keys are scored once with the full q.k and once per FC
+ * with that FC's 2-D dot product alone, and the overlap of each FC's top-K*
+ * with the full top-K* (Contextual Agreement) is accumulated. The measuring
+ * is an attention policy that always answers "attend to everything", so the
+ * decode itself is exact. */
+#include "fasa/calib.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "attn/policy.h"
+#include "context.h"
+#include "error.h"
+#include "model.h"
+#include "quant.h"
+
+fasa_calib *calib_alloc(const fasa_model_info *in) {
+    fasa_calib *c = fasa_calloc(1, sizeof *c, "calibration");
+    if (!c) return NULL;
+    snprintf(c->arch, sizeof c->arch, "%s", in->arch);
+    c->n_layers = in->n_layers;
+    c->n_heads = in->n_heads;
+    c->n_kv_heads = in->n_kv_heads;
+    c->head_dim = in->head_dim;
+    c->rope_layout = in->rope_layout;
+    c->rope_base = in->rope_base;
+    c->tensor_hash = in->tensor_hash;
+    const size_t n = (size_t)in->n_layers * in->n_heads * (in->head_dim / 2);
+    c->ca = fasa_calloc(n, sizeof *c->ca, "calibration table");
+    c->rank = c->ca ? fasa_calloc(n, sizeof *c->rank, "calibration ranking") : NULL;
+    if (!c->rank) {
+        fasa_calib_free(c);
+        return NULL;
+    }
+    return c;
+}
+
+void fasa_calib_free(fasa_calib *c) {
+    if (!c) return;
+    free(c->ca);
+    free(c->rank);
+    free(c);
+}
+
+void calib_rank(fasa_calib *c) {
+    const int32_t F = c->head_dim / 2;
+    for (int32_t l = 0; l < c->n_layers; l++)
+        for (int32_t h = 0; h < c->n_heads; h++) {
+            const double *ca = c->ca + calib_at(c, l, h);
+            int32_t *r = c->rank + calib_at(c, l, h);
+            /* Insertion sort: F is at most a few hundred. */
+            for (int32_t i = 0; i < F; i++) {
+                int32_t j = i;
+                while (j > 0 && ca[r[j - 1]] < ca[i]) {
+                    r[j] = r[j - 1];
+                    j--;
+                }
+                r[j] = i;
+            }
+        }
+}
+
+fasa_status calib_check_shape(const fasa_calib *c, int32_t n_layers, int32_t n_heads, int32_t head_dim) {
+    if (c->n_layers != n_layers || c->n_heads != n_heads || c->head_dim != head_dim)
+        return fasa_error(FASA_E_ARG,
+                          "the calibration is for %d layers x %d heads x head dim %d, the model has %d x %d x %d",
+                          c->n_layers, c->n_heads, c->head_dim, n_layers, n_heads, head_dim);
+    return FASA_OK;
+}
+
+double fasa_calib_ca(const fasa_calib *c, int32_t layer, int32_t head, int32_t fc) {
+    return c->ca[calib_at(c, layer, head) + fc];
+}
+
+const int32_t *fasa_calib_ranking(const fasa_calib *c, int32_t layer, int32_t head) {
+    return c->rank + calib_at(c, layer, head);
+}
+
+void calib_group_top_fcs(const fasa_calib *c, int32_t layer, int32_t kv_head, int32_t n_tip, unsigned char *chosen) {
+    const int32_t F = c->head_dim / 2, group = c->n_heads / c->n_kv_heads;
+    memset(chosen, 0, (size_t)F);
+    for (int32_t t = 0; t < n_tip && t < F; t++) {
+        int32_t best = -1;
+        double best_ca = 0.0;
+        for (int32_t i = 0; i < F; i++) {
+            if (chosen[i]) continue;
+            double m = 0.0;
+            for (int32_t g = 0; g < group; g++) m += fasa_calib_ca(c, layer, kv_head * group + g, i);
+            if (best < 0 || m > best_ca) best = i, best_ca = m;
+        }
+        chosen[best] = 1;
+    }
+}
+
+void calib_fc_logits(const fasa_kv *kv, int32_t layer, int32_t kv_head, const float *q,
+                     fasa_rope_layout layout, int32_t n, float *out, float *row) {
+    const int32_t d = kv->head_dim, F = d / 2;
+    for (int32_t j = 0; j < n; j++) {
+        const void *kr = kv_k_row(kv, layer, kv_head, j);
+        const float *k = kr;
+        if (kv->type != FASA_KV_F32) {
+            quant_dequant_row(FASA_TYPE_F16, kr, row, d);
+            k = row;
+        }
+        for (int32_t i = 0; i < F; i++) {
+            int32_t a, b;
+            fasa_rope_pair(layout, d, i, &a, &b);
+            out[(int64_t)i * n + j] = q[a] * k[a] + q[b] * k[b];
+        }
+    }
+}
+
+/* ---- the measuring policy -------------------------------------------- */
+
+typedef struct calib_state {
+    double *sum;   /* [n_layers][n_heads][F] summed CA */
+    int64_t *steps; /* [n_layers][n_heads] */
+} calib_state;
+
+static fasa_status calib_init(attn_policy *p) {
+    const attn_shape *s = &p->shape;
+    const int32_t F = s->head_dim / 2;
+    calib_state *st = fasa_calloc(1, sizeof *st, "calibration state");
+    if (!st) return FASA_E_NOMEM;
+    st->sum = fasa_calloc((size_t)s->n_layers * s->n_heads * F, sizeof *st->sum, "calibration sums");
+    st->steps = st->sum ? fasa_calloc((size_t)s->n_layers * s->n_heads, sizeof *st->steps, "calibration counts") : NULL;
+    if (!st->steps) {
+        free(st->sum);
+        free(st);
+        return FASA_E_NOMEM;
+    }
+    p->state = st;
+    /* per-FC logits, full logits, top-k marks, top-k work, one key row */
+    p->scratch_floats = (int64_t)(F + 3) * s->n_ctx + s->head_dim;
+    return FASA_OK;
+}
+
+static void calib_free(attn_policy *p) {
+    calib_state *st = p->state;
+    if (!st) return;
+    free(st->sum);
+    free(st->steps);
+    free(st);
+}
+
+/* Accumulates one step's CA for every query head of the group; attends to all. */
+static int32_t calib_select(attn_policy *p, const attn_query *aq, int32_t *idx, float *scratch) {
+    calib_state *st = p->state;
+    const attn_shape *s = &p->shape;
+    const int32_t d = s->head_dim, F = d / 2, n = aq->n_keys;
+    const int32_t K = p->params.budget < n ? p->params.budget : n;
+    float *fc = scratch, *full = fc + (int64_t)F * s->n_ctx, *mark = full + s->n_ctx;
+    float *work = mark + s->n_ctx, *row = work + s->n_ctx;
+    for (int32_t g = 0; g < aq->n_q; g++) {
+        const int32_t qh = aq->q_head + g;
+        calib_fc_logits(aq->kv, aq->layer, aq->kv_head, aq->q + (int64_t)g * d, s->rope_layout, n, fc, row);
+        for (int32_t j = 0; j < n; j++) {
+            float a = 0.0f;
+            for (int32_t i = 0; i < F; i++) a += fc[(int64_t)i * n + j];
+            full[j] = a;
+            mark[j] = 0.0f;
+        }
+        const int32_t m = attn_topk(full, n, K, idx, work);
+        for (int32_t t = 0; t < m; t++) mark[idx[t]] = 1.0f;
+        double *sum = st->sum + ((int64_t)aq->layer * s->n_heads + qh) * F;
+        for (int32_t i = 0; i < F; i++) {
+            const int32_t mi = attn_topk(fc + (int64_t)i * n, n, K, idx, work);
+            int32_t hit = 0;
+            for (int32_t t = 0; t < mi; t++) hit += mark[idx[t]] != 0.0f;
+            sum[i] += (double)hit / K;
+        }
+        st->steps[(int64_t)aq->layer * s->n_heads + qh]++;
+    }
+    return -1;
+}
+
+static const attn_policy_ops calib_ops = {
+    .name = "calibration",
+    .per_head_default = false,
+    .init = calib_init,
+    .free = calib_free,
+    .select = calib_select,
+};
+
+fasa_calib_params fasa_calib_default_params(void) {
+    return (fasa_calib_params){.budget = 256, .n_decode = 128};
+}
+
+fasa_status fasa_calibrate(fasa_model *m, const int32_t *tokens, int32_t n, const fasa_calib_params *cp,
+                           fasa_calib **out) {
+    *out = NULL;
+    fasa_calib_params def = fasa_calib_default_params();
+    if (!cp) cp = &def;
+    const int32_t n_prefill = n - cp->n_decode;
+    if (cp->budget <= 0) return fasa_error(FASA_E_ARG, "calibration budget K* must be >= 1, got %d", cp->budget);
+    if (cp->n_decode <= 0)
+        return fasa_error(FASA_E_ARG, "calibration needs at least one decode step, got %d", cp->n_decode);
+    if (n_prefill <= cp->budget)
+        return fasa_error(FASA_E_ARG,
+                          "calibration text too short: %d tokens leave %d to prefill before %d decode steps, "
+                          "but more than K* = %d are needed for the top-k to be selective",
+                          n, n_prefill, cp->n_decode, cp->budget);
+    fasa_context_params ctxp = fasa_context_default_params();
+    ctxp.n_ctx = n;
+    ctxp.n_threads = cp->n_threads;
+    fasa_context *c;
+    fasa_status st = fasa_context_init(m, &ctxp, &c);
+    if (st) return st;
+    st = fasa_eval(c, tokens, n_prefill, NULL, false);
+    attn_policy *p = NULL;
+    const fasa_attn_params ap = {.method = "calibration", .budget = cp->budget, .dense_layers = ""};
+    const attn_shape shape = context_attn_shape(c);
+    if (!st) st = attn_policy_create_ops(&calib_ops, &ap, &shape, c->kv.n_tokens, &p);
+    if (!st) {
+        calib_state *cs = p->state; /* stays valid: the context owns p until it is freed */
+        st = context_install_policy(c, p);
+        for (int32_t i = 0; !st && i < cp->n_decode; i++) {
+            st = fasa_eval(c, tokens + n_prefill + i, 1, NULL, false);
+            if (cp->progress) cp->progress(cp->user, i + 1, cp->n_decode);
+        }
+        fasa_calib *cal = st ? NULL : calib_alloc(&m->info);
+        if (!st && !cal) st = FASA_E_NOMEM;
+        if (!st) {
+            const int32_t F = cal->head_dim / 2;
+            for (int64_t lh = 0; lh < (int64_t)cal->n_layers * cal->n_heads; lh++)
+                for (int32_t i = 0; i < F; i++)
+                    cal->ca[lh * F + i] = cs->steps[lh] ? cs->sum[lh * F + i] / (double)cs->steps[lh] : 0.0;
+            cal->budget = cp->budget;
+            cal->n_tokens = n;
+            cal->n_decode = cp->n_decode;
+            calib_rank(cal);
+            *out = cal;
+        }
+    }
+    fasa_context_free(c);
+    return st;
+}

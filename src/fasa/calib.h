@@ -1,0 +1,45 @@
+/* Calibration results: per (layer, query head) the mean Contextual Agreement
+ * of every frequency chunk, and the ranking derived from it. */
+#ifndef FASA_CALIB_H
+#define FASA_CALIB_H
+
+#include <stdint.h>
+
+#include "fasa.h"
+
+struct fasa_calib {
+    /* The model it was made for. */
+    char arch[32];
+    int32_t n_layers, n_heads, n_kv_heads, head_dim;
+    fasa_rope_layout rope_layout;
+    float rope_base;
+    uint64_t tensor_hash;
+    /* How it was made. */
+    int32_t budget, n_tokens, n_decode;
+    /* [n_layers][n_heads][head_dim / 2] */
+    double *ca;
+    int32_t *rank;
+};
+
+/* Allocates an empty calibration shaped for a model. */
+fasa_calib *calib_alloc(const fasa_model_info *in);
+/* Fills rank from ca (descending CA; ties by lower FC index). */
+void calib_rank(fasa_calib *c);
+/* Checks that c fits a model with this shape; names the first mismatch. */
+fasa_status calib_check_shape(const fasa_calib *c, int32_t n_layers, int32_t n_heads, int32_t head_dim);
+
+/* Marks in chosen[F] the n_tip chunks with the best CA averaged over the
+ * query heads of a KV group (ties to the lower chunk index). */
+void calib_group_top_fcs(const fasa_calib *c, int32_t layer, int32_t kv_head, int32_t n_tip, unsigned char *chosen);
+
+static inline int64_t calib_at(const fasa_calib *c, int32_t layer, int32_t head) {
+    return ((int64_t)layer * c->n_heads + head) * (c->head_dim / 2);
+}
+
+/* Per-FC logits of one query against keys 0..n-1 of a KV head:
+ * out[i * n + j] = q[FC i] . k_j[FC i]. Used by calibration and the CA table. */
+struct fasa_kv;
+void calib_fc_logits(const struct fasa_kv *kv, int32_t layer, int32_t kv_head, const float *q,
+                     fasa_rope_layout layout, int32_t n, float *out, float *row);
+
+#endif

@@ -1,0 +1,242 @@
+/* Calibration files: JSON, written and read with cJSON.
+ *
+ *   {"format": "fasa-calibration", "version": 1,
+ *    "model": {"arch", "n_layers", "n_heads", "n_kv_heads", "head_dim",
+ *              "rope_layout", "rope_base", "tensor_hash"},
+ *    "settings": {"budget", "n_tokens", "n_decode"},
+ *    "heads": [{"layer", "head", "ranking": [fc, ...], "ca": [ca of fc 0, 1, ...]}, ...]}
+ *
+ * The ranking is written for people reading the file; on load it is
+ * recomputed from the CA values, which are the data. */
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+#include "fasa/calib.h"
+#include "model.h"
+
+#define CALIB_FORMAT "fasa-calibration"
+#define CALIB_VERSION 1
+
+static const char *layout_name(fasa_rope_layout l) { return l == FASA_ROPE_INTERLEAVED ? "interleaved" : "half"; }
+
+static cJSON *build_json(const fasa_calib *c) {
+    cJSON *root = cJSON_CreateObject(), *model = cJSON_CreateObject(), *set = cJSON_CreateObject();
+    cJSON *heads = cJSON_CreateArray();
+    if (!root || !model || !set || !heads) goto fail;
+    char hash[32];
+    snprintf(hash, sizeof hash, "%016" PRIx64, c->tensor_hash);
+    cJSON_AddStringToObject(root, "format", CALIB_FORMAT);
+    cJSON_AddNumberToObject(root, "version", CALIB_VERSION);
+    cJSON_AddItemToObject(root, "model", model);
+    cJSON_AddStringToObject(model, "arch", c->arch);
+    cJSON_AddNumberToObject(model, "n_layers", c->n_layers);
+    cJSON_AddNumberToObject(model, "n_heads", c->n_heads);
+    cJSON_AddNumberToObject(model, "n_kv_heads", c->n_kv_heads);
+    cJSON_AddNumberToObject(model, "head_dim", c->head_dim);
+    cJSON_AddStringToObject(model, "rope_layout", layout_name(c->rope_layout));
+    cJSON_AddNumberToObject(model, "rope_base", c->rope_base);
+    cJSON_AddStringToObject(model, "tensor_hash", hash);
+    cJSON_AddItemToObject(root, "settings", set);
+    cJSON_AddNumberToObject(set, "budget", c->budget);
+    cJSON_AddNumberToObject(set, "n_tokens", c->n_tokens);
+    cJSON_AddNumberToObject(set, "n_decode", c->n_decode);
+    cJSON_AddItemToObject(root, "heads", heads);
+    const int32_t F = c->head_dim / 2;
+    for (int32_t l = 0; l < c->n_layers; l++)
+        for (int32_t h = 0; h < c->n_heads; h++) {
+            cJSON *e = cJSON_CreateObject(), *rank = cJSON_CreateArray(), *ca = cJSON_CreateArray();
+            if (!e || !rank || !ca) {
+                cJSON_Delete(e), cJSON_Delete(rank), cJSON_Delete(ca);
+                goto fail;
+            }
+            cJSON_AddItemToArray(heads, e);
+            cJSON_AddNumberToObject(e, "layer", l);
+            cJSON_AddNumberToObject(e, "head", h);
+            cJSON_AddItemToObject(e, "ranking", rank);
+            cJSON_AddItemToObject(e, "ca", ca);
+            for (int32_t i = 0; i < F; i++) {
+                cJSON_AddItemToArray(rank, cJSON_CreateNumber(c->rank[calib_at(c, l, h) + i]));
+                /* 6 significant digits are plenty for a mean overlap. */
+                cJSON_AddItemToArray(ca, cJSON_CreateNumber(round(c->ca[calib_at(c, l, h) + i] * 1e6) / 1e6));
+            }
+        }
+    return root;
+fail:
+    cJSON_Delete(root);
+    cJSON_Delete(model);
+    cJSON_Delete(set);
+    cJSON_Delete(heads);
+    return NULL;
+}
+
+fasa_status fasa_calib_save(const fasa_calib *c, const char *path) {
+    cJSON *root = build_json(c);
+    char *text = root ? cJSON_PrintUnformatted(root) : NULL;
+    cJSON_Delete(root);
+    if (!text) return fasa_error(FASA_E_NOMEM, "out of memory writing calibration '%s'", path);
+    FILE *f = fopen(path, "wb");
+    if (!f) {
+        free(text);
+        return fasa_error(FASA_E_IO, "cannot create '%s': %s", path, strerror(errno));
+    }
+    const size_t len = strlen(text);
+    const int bad = fwrite(text, 1, len, f) != len || fputc('\n', f) == EOF;
+    free(text);
+    if (fclose(f) != 0 || bad) return fasa_error(FASA_E_IO, "error writing '%s'", path);
+    return FASA_OK;
+}
+
+/* ---- loading ---------------------------------------------------------- */
+
+typedef struct loader {
+    const char *path;
+    fasa_status st;
+} loader;
+
+static fasa_status bad(loader *L, const char *what) {
+    if (L->st == FASA_OK) L->st = fasa_error(FASA_E_FORMAT, "calibration '%s': %s", L->path, what);
+    return L->st;
+}
+
+static int32_t get_int(loader *L, const cJSON *obj, const char *key, int32_t lo, int32_t hi) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+    if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || v->valuedouble < lo ||
+        v->valuedouble > hi) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "'%s' must be an integer in [%d, %d]", key, lo, hi);
+        bad(L, msg);
+        return lo;
+    }
+    return (int32_t)v->valuedouble;
+}
+
+static const char *get_str(loader *L, const cJSON *obj, const char *key) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+    if (!cJSON_IsString(v)) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "'%s' must be a string", key);
+        bad(L, msg);
+        return "";
+    }
+    return v->valuestring;
+}
+
+/* Checks the file's model block against the model it is loaded for. */
+static void check_model(loader *L, const cJSON *model, const fasa_model_info *in) {
+    const char *arch = get_str(L, model, "arch");
+    const int32_t nl = get_int(L, model, "n_layers", 1, 4096), nh = get_int(L, model, "n_heads", 1, 4096);
+    const int32_t nkv = get_int(L, model, "n_kv_heads", 1, 4096), hd = get_int(L, model, "head_dim", 2, 4096);
+    const char *layout = get_str(L, model, "rope_layout"), *hash = get_str(L, model, "tensor_hash");
+    if (L->st) return;
+    char want[32], msg[400];
+    snprintf(want, sizeof want, "%016" PRIx64, in->tensor_hash);
+    if (strcmp(arch, in->arch) || nl != in->n_layers || nh != in->n_heads || nkv != in->n_kv_heads ||
+        hd != in->head_dim || strcmp(layout, layout_name(in->rope_layout))) {
+        snprintf(msg, sizeof msg,
+                 "made for a different model (%s, %d layers, %d/%d heads, head dim %d, %s RoPE); "
+                 "this one is %s, %d layers, %d/%d heads, head dim %d, %s RoPE",
+                 arch, nl, nh, nkv, hd, layout, in->arch, in->n_layers, in->n_heads, in->n_kv_heads, in->head_dim,
+                 layout_name(in->rope_layout));
+        bad(L, msg);
+    } else if (strcmp(hash, want)) {
+        snprintf(msg, sizeof msg,
+                 "made for a different model file of the same shape (tensor hash %s, this model %s); "
+                 "calibrate this model with `fasa calibrate`",
+                 hash, want);
+        bad(L, msg);
+    }
+}
+
+static void read_heads(loader *L, const cJSON *heads, fasa_calib *c) {
+    const int32_t F = c->head_dim / 2, n_expect = c->n_layers * c->n_heads;
+    if (!cJSON_IsArray(heads) || cJSON_GetArraySize(heads) != n_expect) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "'heads' must be an array of %d entries (layers x heads)", n_expect);
+        bad(L, msg);
+        return;
+    }
+    unsigned char *seen = calloc((size_t)n_expect, 1);
+    if (!seen) {
+        L->st = fasa_error(FASA_E_NOMEM, "out of memory reading calibration");
+        return;
+    }
+    const cJSON *e;
+    cJSON_ArrayForEach(e, heads) {
+        const int32_t l = get_int(L, e, "layer", 0, c->n_layers - 1), h = get_int(L, e, "head", 0, c->n_heads - 1);
+        const cJSON *ca = cJSON_GetObjectItemCaseSensitive(e, "ca");
+        if (L->st) break;
+        if (seen[l * c->n_heads + h]++) {
+            bad(L, "a (layer, head) entry appears twice");
+            break;
+        }
+        if (!cJSON_IsArray(ca) || cJSON_GetArraySize(ca) != F) {
+            bad(L, "every 'ca' must list one value per frequency chunk (head_dim / 2)");
+            break;
+        }
+        int32_t i = 0;
+        const cJSON *v;
+        cJSON_ArrayForEach(v, ca) {
+            if (!cJSON_IsNumber(v) || !(v->valuedouble >= 0.0 && v->valuedouble <= 1.0)) {
+                bad(L, "CA values must be numbers in [0, 1]");
+                break;
+            }
+            c->ca[calib_at(c, l, h) + i++] = v->valuedouble;
+        }
+        if (L->st) break;
+    }
+    free(seen);
+}
+
+fasa_status fasa_calib_load(const char *path, const fasa_model *m, fasa_calib **out) {
+    *out = NULL;
+    FILE *f = fopen(path, "rb");
+    if (!f) return fasa_error(FASA_E_IO, "cannot open calibration '%s': %s", path, strerror(errno));
+    fseek(f, 0, SEEK_END);
+    const long size = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    if (size < 0 || size > (1L << 30)) {
+        fclose(f);
+        return fasa_error(FASA_E_FORMAT, "calibration '%s': unreasonable file size", path);
+    }
+    char *text = fasa_malloc((size_t)size + 1, 1, "calibration text");
+    if (!text) {
+        fclose(f);
+        return FASA_E_NOMEM;
+    }
+    const size_t got = fread(text, 1, (size_t)size, f);
+    fclose(f);
+    text[got] = '\0';
+    cJSON *root = cJSON_ParseWithLength(text, got);
+    free(text);
+    loader L = {path, FASA_OK};
+    if (!root) return bad(&L, "not valid JSON (truncated or not a calibration file)");
+    const cJSON *fmt = cJSON_GetObjectItemCaseSensitive(root, "format");
+    if (!cJSON_IsString(fmt) || strcmp(fmt->valuestring, CALIB_FORMAT)) bad(&L, "not a fasa calibration file");
+    else if (get_int(&L, root, "version", 0, 1 << 30) != CALIB_VERSION && !L.st) bad(&L, "unsupported version");
+    const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
+    const cJSON *set = cJSON_GetObjectItemCaseSensitive(root, "settings");
+    if (!L.st && (!cJSON_IsObject(model) || !cJSON_IsObject(set))) bad(&L, "missing 'model' or 'settings'");
+    if (!L.st) check_model(&L, model, &m->info);
+    fasa_calib *c = NULL;
+    if (!L.st && !(c = calib_alloc(&m->info))) L.st = FASA_E_NOMEM;
+    if (!L.st) {
+        c->budget = get_int(&L, set, "budget", 1, INT32_MAX);
+        c->n_tokens = get_int(&L, set, "n_tokens", 1, INT32_MAX);
+        c->n_decode = get_int(&L, set, "n_decode", 1, INT32_MAX);
+    }
+    if (!L.st) read_heads(&L, cJSON_GetObjectItemCaseSensitive(root, "heads"), c);
+    cJSON_Delete(root);
+    if (L.st) {
+        fasa_calib_free(c);
+        return L.st;
+    }
+    calib_rank(c);
+    *out = c;
+    return FASA_OK;
+}

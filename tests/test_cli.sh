@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# The command-line tool end to end: help, version, bad arguments and bad
+# files give a one-line error and a non-zero exit; generation and perplexity
+# produce their documented output.
+# usage: test_cli.sh FASA_BINARY MODEL
+set -uo pipefail
+FASA=$1
+MODEL=$2
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+fails=0
+passes=0
+
+ok() { passes=$((passes + 1)); }
+bad() { echo "FAIL: $*"; fails=$((fails + 1)); }
+
+# expect_error NAME PATTERN CMD...: non-zero exit, and stderr matches PATTERN.
+expect_error() {
+    local name=$1 pattern=$2; shift 2
+    "$@" >"$tmp/out" 2>"$tmp/err" </dev/null
+    local rc=$?
+    if [ $rc -eq 0 ]; then bad "$name: exit 0, expected failure"; return; fi
+    if [ $rc -ge 128 ]; then bad "$name: killed by signal $((rc - 128))"; return; fi
+    if ! grep -qE "$pattern" "$tmp/err"; then bad "$name: stderr lacks /$pattern/: $(head -c 300 "$tmp/err")"; return; fi
+    ok
+}
+
+expect_ok() {
+    local name=$1; shift
+    if ! "$@" >"$tmp/out" 2>"$tmp/err" </dev/null; then bad "$name: failed: $(head -c 300 "$tmp/err")"; return; fi
+    ok
+}
+
+expect_ok version "$FASA" --version
+grep -q '^fasa [0-9]' "$tmp/out" && ok || bad "version output: $(cat "$tmp/out")"
+expect_ok help "$FASA" --help
+for c in generate perplexity; do
+    expect_ok "$c --help" "$FASA" $c --help
+    grep -q "usage: fasa $c" "$tmp/out" && ok || bad "$c --help lacks usage"
+done
+
+expect_error "no command" "usage" "$FASA"
+expect_error "unknown command" "unknown command 'frobnicate'" "$FASA" frobnicate
+expect_error "unknown flag" "unknown option '--bogus'" "$FASA" generate --bogus -p hi -m "$MODEL"
+expect_error "missing value" "needs a value" "$FASA" generate -m "$MODEL" -p
+expect_error "bad number" "-n expects an integer" "$FASA" generate -m "$MODEL" -p hi -n 12x
+expect_error "bad temp" "--temp expects a number" "$FASA" generate -m "$MODEL" -p hi --temp -1
+expect_error "no prompt" "exactly one of -p PROMPT or -f FILE" "$FASA" generate -m "$MODEL"
+expect_error "missing model" "cannot open|No such file" "$FASA" generate -m "$tmp/none.gguf" -p hi
+expect_error "missing prompt file" "cannot open '$tmp/none.txt'" "$FASA" generate -m "$MODEL" -f "$tmp/none.txt"
+expect_error "bad kv type" "--kv-type expects f32 or f16" "$FASA" generate -m "$MODEL" -p hi --kv-type q8
+
+# Not a GGUF file, and a truncated model.
+echo "hello" > "$tmp/text.gguf"
+expect_error "not gguf" "text.gguf.*(magic|too small|truncated|GGUF)" "$FASA" generate -m "$tmp/text.gguf" -p hi
+head -c 1000000 "$MODEL" > "$tmp/trunc.gguf"
+expect_error "truncated model" "trunc.gguf" "$FASA" generate -m "$tmp/trunc.gguf" -p hi
+head -c 40 "$MODEL" > "$tmp/trunc40.gguf"
+expect_error "truncated header" "trunc40.gguf" "$FASA" generate -m "$tmp/trunc40.gguf" -p hi
+
+# A prompt longer than the context.
+yes "the quick brown fox jumps over the lazy dog" | head -n 200 > "$tmp/long.txt"
+expect_error "prompt over context" "prompt has [0-9]+ tokens but the context holds 64" \
+    "$FASA" generate -m "$MODEL" -f "$tmp/long.txt" -c 64 -n 4
+
+# Generation: greedy is deterministic and says something.
+expect_ok "generate greedy" "$FASA" generate -m "$MODEL" -p "The capital of France is" -n 8 --temp 0 -t 2
+cp "$tmp/out" "$tmp/gen1"
+grep -q "^The capital of France is" "$tmp/gen1" && ok || bad "generate does not echo the prompt"
+grep -q "decode:" "$tmp/err" && grep -q "prefill:" "$tmp/err" && ok || bad "generate prints no speed"
+expect_ok "generate greedy again" "$FASA" generate -m "$MODEL" -p "The capital of France is" -n 8 --temp 0 -t 2
+cmp -s "$tmp/out" "$tmp/gen1" && ok || bad "greedy generation is not deterministic"
+expect_ok "generate chat" "$FASA" generate -m "$MODEL" --chat -p "What is the capital of France?" -n 24 --temp 0
+grep -qi "paris" "$tmp/out" && ok || bad "chat answer lacks Paris: $(cat "$tmp/out")"
+expect_ok "generate sampled" "$FASA" generate -m "$MODEL" -p "Once upon a time" -n 8 --temp 0.8 --top-p 0.9 --seed 7
+expect_ok "generate f16 kv" "$FASA" generate -m "$MODEL" -p "Once upon a time" -n 8 --temp 0 --kv-type f16
+
+# Perplexity: JSON with the documented keys; bad windows are errors.
+yes "It is a truth universally acknowledged, that a single man in possession of a good fortune, must be in want of a wife." \
+    | head -n 40 > "$tmp/ppl.txt"
+expect_ok "perplexity json" "$FASA" perplexity -m "$MODEL" -f "$tmp/ppl.txt" -c 128 --json
+if python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["ppl"] > 1 and d["tokens"] > 0 and d["ctx"] == 128' "$tmp/out"; then ok; else bad "perplexity JSON: $(cat "$tmp/out")"; fi
+# Repeated text is easy to predict: a sliding window must find it nearly certain.
+expect_ok "perplexity sliding" "$FASA" perplexity -m "$MODEL" -f "$tmp/ppl.txt" -c 128 --stride 32 --json
+python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["ppl"] < 1.5, d' "$tmp/out" && ok || bad "repeated text perplexity: $(cat "$tmp/out")"
+expect_error "stride over ctx" "--stride 256 is larger than the window" "$FASA" perplexity -m "$MODEL" -f "$tmp/ppl.txt" -c 128 --stride 256
+expect_error "text shorter than window" "fewer than one window" "$FASA" perplexity -m "$MODEL" -f "$tmp/ppl.txt" -c 4096
+
+echo "$passes passed, $fails failed"
+[ $fails -eq 0 ]

@@ -1,0 +1,90 @@
+/* The --attn family of options: one parser and one help text for every
+ * command that runs a decode-attention policy. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+void cli_attn_init(cli_attn *a) { *a = (cli_attn){.p = {.method = "full"}}; }
+
+bool cli_attn_is_sparse(const cli_attn *a) { return a->p.method && strcmp(a->p.method, "full") != 0; }
+
+static bool known_method(const char *name) {
+    for (const char *const *m = fasa_attn_methods(); *m; m++)
+        if (!strcmp(*m, name)) return true;
+    return false;
+}
+
+bool cli_attn_option(const char *cmd, int code, const char *val, cli_attn *a) {
+    int64_t v = 0;
+    bool ok = true;
+    fasa_attn_params *p = &a->p;
+    switch (code - CLI_ATTN_BASE) {
+    case 0:
+        if (!known_method(val)) {
+            char list[256] = "";
+            for (const char *const *m = fasa_attn_methods(); *m; m++)
+                snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", list[0] ? ", " : "", *m);
+            return cli_fail(cmd, "unknown --attn method '%s' (known: %s)", val, list), false;
+        }
+        p->method = val;
+        return true;
+    case 1: ok = cli_int(cmd, "--budget", val, 1, INT32_MAX, &v), p->budget = (int32_t)v; break;
+    case 2: ok = cli_int(cmd, "--fc", val, 1, 512, &v), p->n_tip = (int32_t)v; break;
+    case 3: a->calib_path = val; return true;
+    case 4: p->dense_layers = val; return true;
+    case 5:
+        if (!strcmp(val, "head")) p->per_head = 1;
+        else if (!strcmp(val, "group")) p->per_head = 2;
+        else return cli_fail(cmd, "--select expects head or group, got '%s'", val), false;
+        return true;
+    case 6:
+        if (!strcmp(val, "kv-head")) p->fc_union = 1;
+        else if (!strcmp(val, "union")) p->fc_union = 2;
+        else return cli_fail(cmd, "--fc-choice expects kv-head or union, got '%s'", val), false;
+        return true;
+    case 7: ok = cli_int(cmd, "--sinks", val, 0, INT32_MAX, &v), p->n_sink = (int32_t)v; break;
+    case 8: ok = cli_int(cmd, "--recent", val, 0, INT32_MAX, &v), p->n_recent = (int32_t)v; break;
+    case 9: ok = cli_int(cmd, "--window", val, 1, INT32_MAX, &v), p->window = (int32_t)v; break;
+    case 10: ok = cli_int(cmd, "--pool", val, 1, 1025, &v), p->pool_kernel = (int32_t)v; break;
+    case 11: ok = cli_int(cmd, "--refresh", val, 0, INT32_MAX, &v), p->refresh = (int32_t)v; break;
+    case 12: ok = cli_int(cmd, "--page", val, 1, 1 << 20, &v), p->page = (int32_t)v; break;
+    case 13: ok = cli_int(cmd, "--sparq-r", val, 1, 4096, &v), p->sparq_r = (int32_t)v; break;
+    case 14: ok = cli_int(cmd, "--attn-seed", val, 0, INT64_MAX, &v), p->seed = (uint64_t)v; break;
+    default: return cli_fail(cmd, "internal error: unknown attention option %d", code), false;
+    }
+    return ok;
+}
+
+void cli_attn_help(void) {
+    printf("\ndecode attention (prefill is always dense):\n"
+           "      --attn NAME      full (default), fasa, oracle, stream, h2o, snapkv, quest, sparq, random\n"
+           "      --budget N       tokens attended per head per decode step\n"
+           "      --calib FILE     calibration for fasa (from `fasa calibrate`)\n"
+           "      --fc N           fasa: dominant frequency chunks per head (default head_dim/8)\n"
+           "      --dense-layers L comma list of layers kept dense (fasa default: 0)\n"
+           "      --select S       head: choose tokens per query head; group: one set per KV group\n"
+           "      --fc-choice C    fasa: kv-head (group's mean ranking, default) or union\n"
+           "      --sinks N        stream: sink tokens (default 8)\n"
+           "      --recent N       h2o: recent tokens (default budget/2)\n"
+           "      --window N       snapkv: observation window (default 32)\n"
+           "      --pool K         snapkv: pooling kernel (default 7)\n"
+           "      --refresh N      snapkv: re-select every N decoded tokens (default 0: never)\n"
+           "      --page N         quest: page size (default 16)\n"
+           "      --sparq-r R      sparq: query coordinates used (default head_dim/4)\n"
+           "      --attn-seed S    random: seed\n");
+}
+
+bool cli_attn_apply(const char *cmd, const fasa_model *m, fasa_context *c, cli_attn *a) {
+    if (a->calib_path && !a->calib) {
+        if (fasa_calib_load(a->calib_path, m, &a->calib) != FASA_OK) return cli_fail(cmd, "%s", fasa_last_error()), false;
+    }
+    a->p.calib = a->calib;
+    if (fasa_context_set_attention(c, &a->p) != FASA_OK) return cli_fail(cmd, "%s", fasa_last_error()), false;
+    return true;
+}
+
+void cli_attn_free(cli_attn *a) {
+    fasa_calib_free(a->calib);
+    a->calib = NULL;
+}
