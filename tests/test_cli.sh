@@ -21,7 +21,7 @@ expect_error() {
     local rc=$?
     if [ $rc -eq 0 ]; then bad "$name: exit 0, expected failure"; return; fi
     if [ $rc -ge 128 ]; then bad "$name: killed by signal $((rc - 128))"; return; fi
-    if ! grep -qE "$pattern" "$tmp/err"; then bad "$name: stderr lacks /$pattern/: $(head -c 300 "$tmp/err")"; return; fi
+    if ! grep -qE -- "$pattern" "$tmp/err"; then bad "$name: stderr lacks /$pattern/: $(head -c 300 "$tmp/err")"; return; fi
     ok
 }
 

@@ -241,10 +241,11 @@ static void test_prefill_equals_decode(void **state) {
         const double e = rel_err(one, all + t * V, V);
         if (e > 1e-5) fail_msg("position %d: decode vs prefill relative error %.3g", t, e);
     }
-    /* The last-only logits of a batched call equal the last row of all logits. */
+    /* The last-only logits of a batched call equal the last row of all logits
+     * (one product is a matrix-vector, the other a matrix-matrix kernel). */
     fasa_context_reset(a);
     assert_int_equal(fasa_eval(a, prompt, N_PROMPT, one, false), FASA_OK);
-    assert_true(rel_err(one, all + (N_PROMPT - 1) * V, V) < 1e-6);
+    assert_true(rel_err(one, all + (N_PROMPT - 1) * V, V) < 1e-5);
     fasa_context_free(a);
     fasa_context_free(b);
     free(all);

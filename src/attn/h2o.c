@@ -6,10 +6,10 @@
  * query head: during prefill from the dense attention every prompt query
  * gives its causal prefix (recomputed here from the queries the prefill hook
  * shows us), during decode from the weights the engine reports in observe.
- * A token that is not selected receives nothing at that step, which is what
- * makes the original method's eviction self-reinforcing; unlike the original,
- * nothing is evicted, so a token can come back if others fall behind it.
- * Per KV group, the group's accumulators are summed.
+ * A token that is not selected receives nothing at that step, while the
+ * selected ones keep gaining, so a token pushed out of the heavy set stays
+ * out: the original's eviction, although here the cache itself keeps every
+ * token. Per KV group, the group's accumulators are summed.
  *
  * The prompt's attention can only be seen while the prompt is evaluated, so
  * the policy must be installed on an empty cache.
@@ -33,8 +33,18 @@ typedef struct h2o_state {
     float *acc;        /* [n_layers][n_heads][n_ctx]: attention each position has received */
     float *snap;       /* same shape: acc at the end of the latest prefill of each layer */
     int32_t *snap_end; /* [n_layers]: the position that prefill ended at */
-    float *work;       /* [n_heads][n_ctx + head_dim]: per-head buffers of the prefill hook */
+    float *logits;     /* [n_heads][block][n_ctx]: per-head buffers of the prefill hook */
+    float *queries;    /* [n_heads][block][head_dim] */
+    int32_t block;     /* prompt queries scored together in one matrix product */
 } h2o_state;
+
+/* Enough queries per product to amortise packing the keys (32), fewer on
+ * long contexts so that the logits stay within 1 MiB per head (but 4 at
+ * least). */
+static int32_t query_block(int32_t n_ctx) {
+    const int32_t fit = (1 << 18) / n_ctx;
+    return fit > 32 ? 32 : fit < 4 ? 4 : fit;
+}
 
 static float *acc_row(const attn_policy *p, float *base, int32_t layer, int32_t head) {
     return base + ((int64_t)layer * p->shape.n_heads + head) * p->shape.n_ctx;
@@ -46,7 +56,8 @@ static void h2o_free(attn_policy *p) {
     free(st->acc);
     free(st->snap);
     free(st->snap_end);
-    free(st->work);
+    free(st->logits);
+    free(st->queries);
     free(st);
     p->state = NULL;
 }
@@ -67,11 +78,14 @@ static fasa_status h2o_init(attn_policy *p) {
     h2o_state *st = fasa_calloc(1, sizeof *st, "h2o state");
     if (!st) return FASA_E_NOMEM;
     p->state = st;
+    st->block = query_block(s->n_ctx);
     if (!(st->acc = fasa_calloc(n_acc, sizeof(float), "h2o attention accumulators")) ||
         !(st->snap = fasa_calloc(n_acc, sizeof(float), "h2o accumulator snapshot")) ||
         !(st->snap_end = fasa_calloc((size_t)s->n_layers, sizeof(int32_t), "h2o snapshot ends")) ||
-        !(st->work = fasa_malloc((size_t)s->n_heads * ((size_t)s->n_ctx + s->head_dim), sizeof(float),
-                                 "h2o prefill buffers"))) {
+        !(st->logits = fasa_malloc((size_t)s->n_heads * st->block * s->n_ctx, sizeof(float),
+                                   "h2o prefill logits")) ||
+        !(st->queries = fasa_malloc((size_t)s->n_heads * st->block * s->head_dim, sizeof(float),
+                                    "h2o prefill queries"))) {
         h2o_free(p);
         return FASA_E_NOMEM;
     }
@@ -105,15 +119,24 @@ static void h2o_prefill(attn_policy *p, const fasa_kv *kv, int32_t layer, const 
     const attn_shape *s = &p->shape;
     const int32_t d = s->head_dim, group = s->n_heads / s->n_kv_heads, end = pos0 + n;
     const float scale = 1.0f / sqrtf((float)d);
+    /* Heads in parallel, each with a one-thread matrix product: the
+     * accumulators are per head, so no two threads add to the same one. */
 #pragma omp parallel for schedule(dynamic, 1)
     for (int32_t h = 0; h < s->n_heads; h++) {
         float *a = acc_row(p, st->acc, layer, h);
-        float *w = st->work + (int64_t)h * (s->n_ctx + d), *buf = w + s->n_ctx;
-        for (int32_t i = 0; i < n; i++) {
-            const int32_t visible = pos0 + i + 1;
-            attn_causal_softmax(kv, layer, h / group, q + ((int64_t)i * s->n_heads + h) * d, visible, scale, w,
-                                buf);
-            for (int32_t j = 0; j < visible; j++) a[j] += w[j];
+        float *lg = st->logits + (int64_t)h * st->block * s->n_ctx;
+        float *qb = st->queries + (int64_t)h * st->block * d;
+        for (int32_t i0 = 0; i0 < n; i0 += st->block) {
+            const int32_t b = n - i0 < st->block ? n - i0 : st->block, n_keys = pos0 + i0 + b;
+            for (int32_t r = 0; r < b; r++)
+                memcpy(qb + (int64_t)r * d, q + ((int64_t)(i0 + r) * s->n_heads + h) * d, (size_t)d * sizeof *q);
+            attn_block_logits(kv, layer, h / group, qb, b, n_keys, lg, 1);
+            for (int32_t r = 0; r < b; r++) {
+                float *w = lg + (int64_t)r * n_keys;
+                const int32_t visible = pos0 + i0 + r + 1;
+                const float norm = attn_softmax_unnormalized(w, visible, scale);
+                for (int32_t j = 0; j < visible; j++) a[j] += w[j] * norm;
+            }
         }
         memcpy(acc_row(p, st->snap, layer, h), a, (size_t)end * sizeof *a);
     }

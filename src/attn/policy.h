@@ -55,11 +55,12 @@ typedef struct attn_policy_ops {
     /* Writes the chosen positions to idx in ascending order and returns their
      * count (at most max(budget, 1)); or returns -1 to attend to every
      * visible token. scratch holds p->scratch_floats floats for this thread.
-     * Called concurrently for different KV heads of one layer. */
+     * Called concurrently for different KV heads of one layer, and in
+     * per-head mode for different query heads of one KV head. */
     int32_t (*select)(attn_policy *p, const attn_query *aq, int32_t *idx, float *scratch);
     /* Optional: after a decode step, the softmax weights each query head gave
      * the attended tokens ([n_q][n], in idx order; idx NULL = positions
-     * 0 .. n - 1). Called concurrently for different KV heads. */
+     * 0 .. n - 1). Called concurrently like select. */
     void (*observe)(attn_policy *p, const attn_query *aq, const int32_t *idx, int32_t n,
                     const float *weights);
 } attn_policy_ops;

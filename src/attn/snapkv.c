@@ -23,9 +23,13 @@
  *
  * The vote is computed lazily, by the first selection that needs it, on the
  * thread handling that head: prefill only records the window's queries.
- * Truncation: a vote survives a cut that keeps every token it depended on; a
- * cut into the prompt drops the prompt vote (until the next prefill, the most
- * recent tokens are attended). */
+ * Truncation: a vote survives a cut that keeps every token it depended on,
+ * so cutting back to the end of the prompt and decoding again repeats the
+ * first decode exactly. A cut into the prompt drops the prompt vote (until
+ * the next prefill, the most recent tokens are attended). After a cut inside
+ * the generated tokens, the next refresh votes with the window queries still
+ * held (the last `window` prompt and the last `window` generated ones), which
+ * may be fewer than the window. */
 #include "attn/policy.h"
 
 #include <math.h>
@@ -47,6 +51,10 @@ typedef struct snapkv_state {
     int32_t *kept;        /* [n_layers][n_units][cap]: voted positions, ascending */
     int32_t *rank;        /* [n_layers][n_units][cap]: each one's place in the vote, 0 = best */
 } snapkv_state;
+
+/* Window queries scored together in one matrix product (small: this runs
+ * on per-thread scratch inside the engine's parallel decode). */
+enum { QUERY_BLOCK = 8 };
 
 typedef struct ranked {
     float score;
@@ -117,9 +125,9 @@ static fasa_status snapkv_init(attn_policy *p) {
     for (size_t i = 0; i < L * st->window; i++) st->prompt_pos[i] = -1;
     for (size_t i = 0; i < L * s->n_heads * st->window; i++) st->decode_pos[i] = -1;
     for (size_t i = 0; i < units; i++) st->vote_at[i] = -1;
-    /* votes, one query's weights (adjacent to votes: the two hold the
-     * ranking pairs later), pooled votes, top-k work, a key row */
-    p->scratch_floats = 4 * (int64_t)s->n_ctx + s->head_dim;
+    /* votes, pooled votes, top-k work, a block of queries' logits (later
+     * the ranking pairs), the block's queries */
+    p->scratch_floats = (3 + QUERY_BLOCK) * (int64_t)s->n_ctx + QUERY_BLOCK * (int64_t)s->head_dim;
     return FASA_OK;
 }
 
@@ -189,31 +197,50 @@ static int by_vote(const void *a, const void *b) {
     return (x->i > y->i) - (x->i < y->i);
 }
 
+/* votes[j] += the softmax weight each of the n queries in qb ([n][head_dim],
+ * query r sees keys 0 .. visible[r]-1, ascending) gives key j < before. */
+static void add_votes(const attn_query *aq, const float *qb, const int32_t *visible, int32_t n, int32_t before,
+                      float scale, float *logits, float *votes) {
+    const int32_t n_keys = visible[n - 1];
+    attn_block_logits(aq->kv, aq->layer, aq->kv_head, qb, n, n_keys, logits, 1);
+    for (int32_t r = 0; r < n; r++) {
+        float *w = logits + (int64_t)r * n_keys;
+        const float norm = attn_softmax_unnormalized(w, visible[r], scale);
+        for (int32_t j = 0; j < before; j++) votes[j] += w[j] * norm;
+    }
+}
+
 /* Takes the vote of the window [at - window, at) of queries for unit u
  * (the heads of aq) over the positions before the window. */
 static void vote(attn_policy *p, const attn_query *aq, int32_t unit, int32_t at, float *scratch) {
     snapkv_state *st = p->state;
-    const int32_t w = st->window, n_ctx = p->shape.n_ctx, before = at - w;
+    const int32_t w = st->window, n_ctx = p->shape.n_ctx, d = p->shape.head_dim, before = at - w;
     const int64_t u = (int64_t)aq->layer * st->n_units + unit;
-    float *votes = scratch, *weights = votes + n_ctx, *pooled = weights + n_ctx, *work = pooled + n_ctx;
-    float *row = work + n_ctx;
+    float *votes = scratch, *pooled = votes + n_ctx, *work = pooled + n_ctx, *logits = work + n_ctx;
+    float *qb = logits + (int64_t)QUERY_BLOCK * n_ctx;
     int32_t *kept = st->kept + u * st->cap, *rank = st->rank + u * st->cap;
     const int32_t want = st->cap < before ? st->cap : before;
     st->vote_at[u] = at;
     st->n_kept[u] = 0;
     if (want <= 0) return;
-    const float scale = 1.0f / sqrtf((float)p->shape.head_dim);
+    const float scale = 1.0f / sqrtf((float)d);
     memset(votes, 0, (size_t)before * sizeof *votes);
+    int32_t visible[QUERY_BLOCK], n_block = 0;
     for (int32_t t = before; t < at; t++)
         for (int32_t g = 0; g < aq->n_q; g++) {
             const float *q = find_query(p, aq->layer, aq->q_head + g, t);
             if (!q) continue;
-            attn_causal_softmax(aq->kv, aq->layer, aq->kv_head, q, t + 1, scale, weights, row);
-            for (int32_t j = 0; j < before; j++) votes[j] += weights[j];
+            memcpy(qb + (int64_t)n_block * d, q, (size_t)d * sizeof *q);
+            visible[n_block++] = t + 1;
+            if (n_block == QUERY_BLOCK) {
+                add_votes(aq, qb, visible, n_block, before, scale, logits, votes);
+                n_block = 0;
+            }
         }
+    if (n_block) add_votes(aq, qb, visible, n_block, before, scale, logits, votes);
     max_pool(votes, before, p->params.pool_kernel, pooled);
     const int32_t m = attn_topk(pooled, before, want, kept, work);
-    ranked *order = (ranked *)scratch; /* votes and weights are spent */
+    ranked *order = (ranked *)logits; /* 2 * m <= 2 * n_ctx floats, and the logits are spent */
     for (int32_t i = 0; i < m; i++) order[i] = (ranked){pooled[kept[i]], i};
     qsort(order, (size_t)m, sizeof *order, by_vote);
     for (int32_t r = 0; r < m; r++) rank[order[r].i] = r;

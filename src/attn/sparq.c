@@ -28,23 +28,24 @@ static fasa_status sparq_init(attn_policy *p) {
         return fasa_error(FASA_E_ARG, "sparq: sparq_r (query coordinates scored) must be in [1, head_dim = %d], got %d",
                           d, p->params.sparq_r);
     if (p->params.sparq_r == 0) p->params.sparq_r = d / 4 > 0 ? d / 4 : 1;
-    /* scores, top-k work, masked query sum, |q|, key row */
-    p->scratch_floats = 2 * (int64_t)p->shape.n_ctx + 3 * (int64_t)d;
+    /* scores, top-k work (over tokens, then over coordinates), masked query
+     * sum, |q|, key row, chosen coordinates */
+    p->scratch_floats = 2 * (int64_t)p->shape.n_ctx + 5 * (int64_t)d;
     return FASA_OK;
 }
 
 static int32_t sparq_select(attn_policy *p, const attn_query *aq, int32_t *idx, float *scratch) {
     const int32_t n = aq->n_keys, d = p->shape.head_dim, r = p->params.sparq_r;
     if (p->params.budget >= n) return -1;
-    float *score = scratch, *work = score + p->shape.n_ctx, *qsum = work + p->shape.n_ctx;
+    float *score = scratch, *work = score + p->shape.n_ctx, *qsum = work + p->shape.n_ctx + d;
     float *mag = qsum + d, *row = mag + d;
-    /* idx serves as room for the chosen coordinates until the final top-k. */
+    int32_t *coord = (int32_t *)(row + d);
     memset(qsum, 0, (size_t)d * sizeof *qsum);
     for (int32_t g = 0; g < aq->n_q; g++) {
         const float *q = aq->q + (int64_t)g * d;
         for (int32_t i = 0; i < d; i++) mag[i] = fabsf(q[i]);
-        const int32_t m = attn_topk(mag, d, r, idx, work);
-        for (int32_t i = 0; i < m; i++) qsum[idx[i]] += q[idx[i]];
+        const int32_t m = attn_topk(mag, d, r, coord, work);
+        for (int32_t i = 0; i < m; i++) qsum[coord[i]] += q[coord[i]];
     }
     for (int32_t j = 0; j < n; j++)
         score[j] = attn_dot(qsum, attn_key_f32(aq->kv, aq->layer, aq->kv_head, j, row), d);

@@ -1,0 +1,393 @@
+/* FASA on the CPU:
+ *  - calibration is deterministic, its file round-trips, and a file for
+ *    another model, a truncated file, N_tip > d/2 or a budget of 0 are errors;
+ *  - fasa_attention_step matches a straightforward float64 implementation of
+ *    TIP + top-k + exact attention for several shapes;
+ *  - fasa with every FC selects what oracle selects;
+ *  - every policy with a budget covering the context equals full attention. */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "attn/policy.h"
+#include "context.h"
+#include "fasa.h"
+#include "fasa/calib.h"
+
+static fasa_model *model;
+static int32_t *text_ids;
+static int32_t n_text;
+static fasa_calib *shared_cal; /* made once in setup; calibration is the slow part */
+
+static const char *TEXT =
+    "It was a bright cold day in April, and the clocks were striking thirteen. The hallway smelt of boiled "
+    "cabbage and old rag mats. At one end of it a coloured poster, too large for indoor display, had been "
+    "tacked to the wall. It depicted simply an enormous face, more than a metre wide: the face of a man of "
+    "about forty-five, with a heavy black moustache and ruggedly handsome features. The flat was seven "
+    "flights up, and he was thirty-nine and had a varicose ulcer above his right ankle, went slowly, resting "
+    "several times on the way. On each landing, opposite the lift-shaft, the poster with the enormous face "
+    "gazed from the wall. It was one of those pictures which are so contrived that the eyes follow you "
+    "about when you move. Outside, even through the shut window-pane, the world looked cold. Down in the "
+    "street little eddies of wind were whirling dust and torn paper into spirals, and though the sun was "
+    "shining and the sky a harsh blue, there seemed to be no colour in anything, except the posters that "
+    "were plastered everywhere. The black-moustachio'd face gazed down from every commanding corner.";
+
+static uint64_t rng = 0x1234567887654321ull;
+static float frand(void) {
+    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+    return (float)((double)(rng >> 11) * 0x1.0p-53 * 2.0 - 1.0);
+}
+
+/* A quick calibration: K* = 32 over the last 4 tokens of the text. */
+static fasa_calib_params small_params(void) {
+    fasa_calib_params p = fasa_calib_default_params();
+    p.budget = 32;
+    p.n_decode = 4;
+    p.n_threads = 2;
+    return p;
+}
+
+static fasa_calib *calibrate_small(void) {
+    const fasa_calib_params p = small_params();
+    fasa_calib *c = NULL;
+    if (fasa_calibrate(model, text_ids, n_text, &p, &c) != FASA_OK) fail_msg("%s", fasa_last_error());
+    return c;
+}
+
+static void test_calibration_deterministic_and_round_trip(void **state) {
+    fasa_calib *a = shared_cal, *b = calibrate_small();
+    fasa_model_info in;
+    fasa_model_get_info(model, &in);
+    const int32_t F = in.head_dim / 2;
+    double lo = 1.0, hi = 0.0;
+    for (int32_t l = 0; l < in.n_layers; l++)
+        for (int32_t h = 0; h < in.n_heads; h++)
+            for (int32_t i = 0; i < F; i++) {
+                const double x = fasa_calib_ca(a, l, h, i);
+                assert_true(x == fasa_calib_ca(b, l, h, i));
+                assert_true(x >= 0.0 && x <= 1.0);
+                lo = fmin(lo, x), hi = fmax(hi, x);
+            }
+    assert_true(hi > lo); /* chunks differ in how well they agree */
+    /* Rankings are by descending CA. */
+    const int32_t *r = fasa_calib_ranking(a, 5, 2);
+    for (int32_t i = 1; i < F; i++) assert_true(fasa_calib_ca(a, 5, 2, r[i - 1]) >= fasa_calib_ca(a, 5, 2, r[i]));
+
+    char path[512];
+    snprintf(path, sizeof path, "%s/test_fasa_calib_%d.json", FASA_BUILD_DIR, (int)getpid());
+    assert_int_equal(fasa_calib_save(a, path), FASA_OK);
+    fasa_calib *c = NULL;
+    assert_int_equal(fasa_calib_load(path, model, &c), FASA_OK);
+    for (int32_t l = 0; l < in.n_layers; l++)
+        for (int32_t h = 0; h < in.n_heads; h++)
+            for (int32_t i = 0; i < F; i++) assert_true(fabs(fasa_calib_ca(c, l, h, i) - fasa_calib_ca(a, l, h, i)) <= 1e-6);
+
+    /* A truncated file, and files for another model. */
+    FILE *f = fopen(path, "rb");
+    char *text = malloc(1 << 24);
+    size_t len = fread(text, 1, 1 << 24, f);
+    fclose(f);
+    f = fopen(path, "wb");
+    fwrite(text, 1, len / 2, f);
+    fclose(f);
+    fasa_calib *d = NULL;
+    assert_int_equal(fasa_calib_load(path, model, &d), FASA_E_FORMAT);
+    assert_non_null(strstr(fasa_last_error(), "not valid JSON"));
+    text[len] = '\0';
+    char *hash = strstr(text, "\"tensor_hash\":\"");
+    assert_non_null(hash);
+    hash[15] = hash[15] == '0' ? '1' : '0';
+    f = fopen(path, "wb");
+    fwrite(text, 1, len, f);
+    fclose(f);
+    assert_int_equal(fasa_calib_load(path, model, &d), FASA_E_FORMAT);
+    assert_non_null(strstr(fasa_last_error(), "different model file"));
+    char *layers = strstr(text, "\"n_layers\":30");
+    assert_non_null(layers);
+    memcpy(layers, "\"n_layers\":31", 13);
+    f = fopen(path, "wb");
+    fwrite(text, 1, len, f);
+    fclose(f);
+    assert_int_equal(fasa_calib_load(path, model, &d), FASA_E_FORMAT);
+    assert_non_null(strstr(fasa_last_error(), "made for a different model"));
+    assert_int_equal(fasa_calib_load("/nonexistent/calib.json", model, &d), FASA_E_IO);
+    unlink(path);
+    free(text);
+
+    /* Policy parameters checked against the calibration. */
+    fasa_context *ctx;
+    fasa_context_params cp = fasa_context_default_params();
+    cp.n_ctx = 64;
+    assert_int_equal(fasa_context_init(model, &cp, &ctx), FASA_OK);
+    fasa_attn_params ap = {.method = "fasa", .budget = 16, .calib = a, .n_tip = F + 1};
+    assert_int_equal(fasa_context_set_attention(ctx, &ap), FASA_E_ARG);
+    assert_non_null(strstr(fasa_last_error(), "must be in [1, 32]"));
+    ap.n_tip = 8;
+    ap.budget = 0;
+    assert_int_equal(fasa_context_set_attention(ctx, &ap), FASA_E_ARG);
+    assert_non_null(strstr(fasa_last_error(), "budget must be >= 1"));
+    ap.budget = 16;
+    ap.calib = NULL;
+    assert_int_equal(fasa_context_set_attention(ctx, &ap), FASA_E_ARG);
+    assert_non_null(strstr(fasa_last_error(), "needs a calibration"));
+    ap.method = "nonsense";
+    assert_int_equal(fasa_context_set_attention(ctx, &ap), FASA_E_ARG);
+    assert_non_null(strstr(fasa_last_error(), "unknown attention method 'nonsense'"));
+    fasa_context_free(ctx);
+
+    fasa_calib_params bad = fasa_calib_default_params();
+    bad.budget = 0;
+    assert_int_equal(fasa_calibrate(model, text_ids, n_text, &bad, &d), FASA_E_ARG);
+    bad.budget = n_text;
+    assert_int_equal(fasa_calibrate(model, text_ids, n_text, &bad, &d), FASA_E_ARG);
+    assert_non_null(strstr(fasa_last_error(), "too short"));
+    fasa_calib_free(b);
+    fasa_calib_free(c);
+}
+
+/* fasa_attention_step against float64: label scores from explicit
+ * coordinates, top-k by sorting, softmax over the chosen tokens. */
+static void check_step_shape(int n_heads, int n_kv, int d, int n, int n_label, int budget, bool per_head) {
+    const int group = n_heads / n_kv;
+    float *q = malloc(sizeof(float) * n_heads * d), *k = malloc(sizeof(float) * n_kv * n * d);
+    float *v = malloc(sizeof(float) * n_kv * n * d), *lab = malloc(sizeof(float) * n_kv * n * n_label);
+    float *out = malloc(sizeof(float) * n_heads * d);
+    int32_t *coords = malloc(sizeof(int32_t) * n_kv * n_label), *sel = malloc(sizeof(int32_t) * n_heads * budget);
+    for (int i = 0; i < n_heads * d; i++) q[i] = 2 * frand();
+    for (int i = 0; i < n_kv * n * d; i++) k[i] = frand(), v[i] = frand();
+    for (int h = 0; h < n_kv; h++) {
+        /* n_label distinct coordinates, ascending */
+        for (int c = 0, x = (int)(h * 3) % d; c < n_label; c++) coords[h * n_label + c] = (x + c * (d / n_label)) % d;
+        for (int a = 0; a < n_label; a++)
+            for (int b = a + 1; b < n_label; b++)
+                if (coords[h * n_label + b] < coords[h * n_label + a]) {
+                    int32_t t = coords[h * n_label + a];
+                    coords[h * n_label + a] = coords[h * n_label + b];
+                    coords[h * n_label + b] = t;
+                }
+        for (int j = 0; j < n; j++)
+            for (int c = 0; c < n_label; c++)
+                lab[((int64_t)h * n + j) * n_label + c] = k[((int64_t)h * n + j) * d + coords[h * n_label + c]];
+    }
+    const fasa_step s = {n_heads, n_kv, d, n, q, k, v, lab, coords, n_label, budget, per_head, out, sel};
+    assert_int_equal(fasa_attention_step(&s), FASA_OK);
+    const int kk = budget < n ? budget : n;
+    double *score = malloc(sizeof(double) * n);
+    int *order = malloc(sizeof(int) * n);
+    for (int qh = 0; qh < n_heads; qh++) {
+        const int h = qh / group, g0 = per_head ? qh : h * group, nq = per_head ? 1 : group;
+        for (int j = 0; j < n; j++) {
+            double sc = 0;
+            for (int g = g0; g < g0 + nq; g++)
+                for (int c = 0; c < n_label; c++)
+                    sc += (double)q[g * d + coords[h * n_label + c]] * k[((int64_t)h * n + j) * d + coords[h * n_label + c]];
+            score[j] = sc;
+            order[j] = j;
+        }
+        for (int a = 0; a < n; a++) /* selection sort of the top kk, descending */
+            for (int b = a + 1; b < n && a < kk; b++)
+                if (score[order[b]] > score[order[a]]) {
+                    int t = order[a];
+                    order[a] = order[b];
+                    order[b] = t;
+                }
+        /* The chosen set must be a valid top-kk: every chosen score >= the
+         * kk-th best (up to float rounding of the scores). */
+        const double kth = score[order[kk - 1]];
+        for (int t = 0; t < kk; t++) {
+            const int32_t pos = sel[qh * budget + t];
+            assert_true(pos >= 0 && pos < n);
+            if (t) assert_true(pos > sel[qh * budget + t - 1]);
+            assert_true(score[pos] >= kth - 1e-4 * (1 + fabs(kth)));
+        }
+        /* Exact attention over the chosen tokens. */
+        double w[4096], mx = -INFINITY, z = 0, ref[256] = {0};
+        for (int t = 0; t < kk; t++) {
+            const int pos = sel[qh * budget + t];
+            double a = 0;
+            for (int i = 0; i < d; i++) a += (double)q[qh * d + i] * k[((int64_t)h * n + pos) * d + i];
+            w[t] = a / sqrt((double)d);
+            mx = fmax(mx, w[t]);
+        }
+        for (int t = 0; t < kk; t++) z += (w[t] = exp(w[t] - mx));
+        for (int t = 0; t < kk; t++)
+            for (int i = 0; i < d; i++) ref[i] += w[t] / z * v[((int64_t)h * n + sel[qh * budget + t]) * d + i];
+        for (int i = 0; i < d; i++)
+            if (fabs(out[qh * d + i] - ref[i]) > 1e-5)
+                fail_msg("shape h%d/%d d%d n%d L%d b%d: head %d dim %d: %.7f vs %.7f", n_heads, n_kv, d, n, n_label,
+                         budget, qh, i, out[qh * d + i], ref[i]);
+    }
+    free(score), free(order), free(q), free(k), free(v), free(lab), free(out), free(coords), free(sel);
+}
+
+static void test_step_matches_reference(void **state) {
+    check_step_shape(9, 3, 64, 500, 16, 64, false);
+    check_step_shape(9, 3, 64, 500, 16, 64, true);
+    check_step_shape(8, 2, 128, 1000, 32, 256, false);
+    check_step_shape(4, 4, 32, 50, 8, 100, false); /* budget over the context */
+    check_step_shape(6, 1, 16, 300, 4, 1, true);
+    fasa_step bad = {0};
+    assert_int_equal(fasa_attention_step(&bad), FASA_E_ARG);
+}
+
+/* Builds a policy over a synthetic cache and returns its selection. */
+static void synthetic_cache(fasa_kv *kv, int n_layers, int n_kv, int d, int n) {
+    assert_int_equal(kv_init(kv, n_layers, n_kv, d, n, FASA_KV_F32), FASA_OK);
+    float *k = malloc(sizeof(float) * n_kv * d), *v = malloc(sizeof(float) * n_kv * d);
+    for (int l = 0; l < n_layers; l++)
+        for (int t = 0; t < n; t++) {
+            for (int i = 0; i < n_kv * d; i++) k[i] = frand(), v[i] = frand();
+            kv_store(kv, l, t, k, v);
+        }
+    kv->n_tokens = n;
+    free(k), free(v);
+}
+
+static void test_fasa_all_fcs_equals_oracle(void **state) {
+    enum { NL = 2, NH = 6, NKV = 2, D = 32, N = 400, BUDGET = 40 };
+    const attn_shape shape = {NL, NH, NKV, D, N, FASA_ROPE_INTERLEAVED};
+    fasa_kv kv;
+    synthetic_cache(&kv, NL, NKV, D, N);
+    fasa_model_info in = {.n_layers = NL, .n_heads = NH, .n_kv_heads = NKV, .head_dim = D};
+    fasa_calib *cal = calib_alloc(&in);
+    for (int i = 0; i < NL * NH * D / 2; i++) cal->ca[i] = 0.5 + 0.5 * frand();
+    calib_rank(cal);
+    for (int per_head = 1; per_head <= 2; per_head++) {
+        attn_policy *f, *o;
+        const fasa_attn_params fp = {.method = "fasa", .budget = BUDGET, .calib = cal, .n_tip = D / 2,
+                                     .per_head = per_head, .dense_layers = ""};
+        const fasa_attn_params op = {.method = "oracle", .budget = BUDGET, .per_head = per_head};
+        assert_int_equal(attn_policy_create(&fp, &shape, 0, &f), FASA_OK);
+        assert_int_equal(attn_policy_create(&op, &shape, 0, &o), FASA_OK);
+        for (int l = 0; l < NL; l++)
+            for (int t = 0; t < N; t++) f->ops->append(f, &kv, l, t);
+        float *sf = malloc(sizeof(float) * f->scratch_floats), *so = malloc(sizeof(float) * o->scratch_floats);
+        int32_t fi[N], oi[N];
+        float q[NH * D];
+        for (int rep = 0; rep < 20; rep++) {
+            for (int i = 0; i < NH * D; i++) q[i] = 3 * frand();
+            const int l = rep % NL, h = rep % NKV, n_keys = 100 + 13 * rep;
+            const int nq = per_head == 1 ? 1 : NH / NKV, qh = h * (NH / NKV);
+            const attn_query aq = {&kv, l, h, q + qh * D, nq, qh, n_keys};
+            const int32_t mf = f->ops->select(f, &aq, fi, sf), mo = o->ops->select(o, &aq, oi, so);
+            assert_int_equal(mf, BUDGET);
+            assert_int_equal(mo, BUDGET);
+            int same = 0;
+            for (int a = 0, b = 0; a < mf && b < mo;) {
+                if (fi[a] == oi[b]) same++, a++, b++;
+                else if (fi[a] < oi[b]) a++;
+                else b++;
+            }
+            /* Summation order may split an exact tie; anything more is a bug. */
+            if (same < BUDGET - 1) fail_msg("rep %d: fasa with all FCs shares %d of %d tokens with oracle", rep, same, BUDGET);
+        }
+        free(sf), free(so);
+        attn_policy_free(f);
+        attn_policy_free(o);
+    }
+    fasa_calib_free(cal);
+    kv_free(&kv);
+}
+
+/* Decodes a few tokens after a prefill under each method with a budget
+ * covering the context: the logits must equal those of full attention. */
+static void test_budget_covering_context_equals_full(void **state) {
+    fasa_model_info in;
+    fasa_model_get_info(model, &in);
+    const fasa_calib *cal = shared_cal;
+    enum { N_PRE = 40, N_DEC = 4 };
+    const int64_t V = in.n_vocab;
+    float *ref = malloc(sizeof(float) * V * N_DEC), *got = malloc(sizeof(float) * V);
+    fasa_context_params cp = fasa_context_default_params();
+    cp.n_ctx = N_PRE + N_DEC;
+    cp.n_threads = 2;
+    for (const char *const *m = fasa_attn_methods(); *m; m++) {
+        fasa_context *c;
+        assert_int_equal(fasa_context_init(model, &cp, &c), FASA_OK);
+        const fasa_attn_params ap = {.method = *m, .budget = cp.n_ctx, .calib = cal};
+        if (fasa_context_set_attention(c, &ap) != FASA_OK) fail_msg("%s: %s", *m, fasa_last_error());
+        assert_int_equal(fasa_eval(c, text_ids, N_PRE, NULL, false), FASA_OK);
+        for (int t = 0; t < N_DEC; t++) {
+            assert_int_equal(fasa_eval(c, text_ids + N_PRE + t, 1, got, false), FASA_OK);
+            if (!strcmp(*m, "full")) memcpy(ref + t * V, got, sizeof(float) * V);
+            else
+                for (int64_t i = 0; i < V; i++)
+                    if (fabsf(got[i] - ref[t * V + i]) > 1e-6f * (1.0f + fabsf(ref[t * V + i])))
+                        fail_msg("%s step %d: logit %lld differs from full: %.7f vs %.7f", *m, t, (long long)i,
+                                 got[i], ref[t * V + i]);
+        }
+        fasa_context_free(c);
+    }
+    free(ref);
+    free(got);
+}
+
+/* A small budget really is sparse: fasa changes the logits, and a policy
+ * installed after the prefill sees the same cache as one installed before. */
+static void test_sparse_policy_late_install(void **state) {
+    fasa_model_info in;
+    fasa_model_get_info(model, &in);
+    const fasa_calib *cal = shared_cal;
+    enum { N_PRE = 120 };
+    const int64_t V = in.n_vocab;
+    float *full = malloc(sizeof(float) * V), *early = malloc(sizeof(float) * V), *late = malloc(sizeof(float) * V);
+    fasa_context_params cp = fasa_context_default_params();
+    cp.n_ctx = N_PRE + 1;
+    cp.n_threads = 2;
+    const fasa_attn_params ap = {.method = "fasa", .budget = 16, .calib = cal, .n_tip = 4};
+    fasa_context *a, *b, *c;
+    assert_int_equal(fasa_context_init(model, &cp, &a), FASA_OK);
+    assert_int_equal(fasa_context_init(model, &cp, &b), FASA_OK);
+    assert_int_equal(fasa_context_init(model, &cp, &c), FASA_OK);
+    assert_int_equal(fasa_context_set_attention(b, &ap), FASA_OK);
+    for (int i = 0; i < 3; i++) assert_int_equal(fasa_eval((fasa_context *[]){a, b, c}[i], text_ids, N_PRE, NULL, false), FASA_OK);
+    assert_int_equal(fasa_context_set_attention(c, &ap), FASA_OK);
+    assert_int_equal(fasa_eval(a, text_ids + N_PRE, 1, full, false), FASA_OK);
+    assert_int_equal(fasa_eval(b, text_ids + N_PRE, 1, early, false), FASA_OK);
+    assert_int_equal(fasa_eval(c, text_ids + N_PRE, 1, late, false), FASA_OK);
+    double diff = 0, same = 0;
+    for (int64_t i = 0; i < V; i++) {
+        diff = fmax(diff, fabs(early[i] - full[i]));
+        same = fmax(same, fabs(early[i] - late[i]));
+    }
+    assert_true(diff > 1e-3);
+    assert_true(same == 0.0);
+    fasa_context_free(a), fasa_context_free(b), fasa_context_free(c);
+    free(full), free(early), free(late);
+}
+
+static int setup(void **state) {
+    if (fasa_model_load(FASA_TEST_MODEL, &model) != FASA_OK) {
+        fprintf(stderr, "cannot load %s: %s\n", FASA_TEST_MODEL, fasa_last_error());
+        return -1;
+    }
+    text_ids = malloc(sizeof(int32_t) * 4096);
+    if (fasa_tokenize(model, TEXT, strlen(TEXT), false, false, text_ids, 4096, &n_text) != FASA_OK) return -1;
+    if (n_text <= 200) return -1;
+    const fasa_calib_params p = small_params();
+    return fasa_calibrate(model, text_ids, n_text, &p, &shared_cal) == FASA_OK ? 0 : -1;
+}
+
+static int teardown(void **state) {
+    fasa_calib_free(shared_cal);
+    free(text_ids);
+    fasa_model_free(model);
+    return 0;
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_calibration_deterministic_and_round_trip),
+        cmocka_unit_test(test_step_matches_reference),
+        cmocka_unit_test(test_fasa_all_fcs_equals_oracle),
+        cmocka_unit_test(test_budget_covering_context_equals_full),
+        cmocka_unit_test(test_sparse_policy_late_install),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}

@@ -1,0 +1,524 @@
+/* Block formats and their kernels, checked against decoders written here
+ * from the format descriptions (not the library's scalar path), against
+ * float64 references, and against rows of the real model. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "quant.h"
+#include "quant_internal.h"
+
+/* ---- helpers ------------------------------------------------------------ */
+
+static uint64_t rng_next(uint64_t *s) { /* splitmix64 */
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static uint8_t rng_byte(uint64_t *s) { return (uint8_t)(rng_next(s) >> 56); }
+
+static float rng_uniform(uint64_t *s) { /* [-1, 1) */
+    return (float)((double)(rng_next(s) >> 11) * 0x1.0p-52 - 1.0);
+}
+
+/* A random finite half between about 2^-9 and 2, either sign, built from
+ * its bit fields so it does not depend on the library's encoder. */
+static uint16_t rng_half(uint64_t *s) {
+    uint64_t r = rng_next(s);
+    uint16_t exp = (uint16_t)(6 + r % 10);
+    return (uint16_t)(((r >> 8) & 1) << 15 | exp << 10 | ((r >> 16) & 0x3ff));
+}
+
+/* Value of a half from its definition, in double (exact). */
+static double half_value(uint16_t h) {
+    int sign = h >> 15, exp = (h >> 10) & 0x1f, mant = h & 0x3ff;
+    double v = exp == 0 ? ldexp(mant, -24) : exp == 31 ? (mant ? NAN : INFINITY) : ldexp(1024 + mant, exp - 25);
+    return sign ? -v : v;
+}
+
+static void put_half(uint8_t *p, uint16_t h) {
+    p[0] = (uint8_t)(h & 0xff);
+    p[1] = (uint8_t)(h >> 8);
+}
+
+static uint16_t get_u16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
+
+static uint32_t float_bits(float f) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return u;
+}
+
+static float bits_float(uint32_t u) {
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+/* ---- formats, as the test understands them ------------------------------ */
+
+typedef struct test_format {
+    uint32_t type;
+    const char *name;
+    int64_t block_size;
+    size_t block_bytes;
+} test_format;
+
+static const test_format formats[] = {
+    {FASA_TYPE_F32, "f32", 1, 4},        {FASA_TYPE_F16, "f16", 1, 2},
+    {FASA_TYPE_BF16, "bf16", 1, 2},      {FASA_TYPE_Q4_0, "q4_0", 32, 18},
+    {FASA_TYPE_Q4_1, "q4_1", 32, 20},    {FASA_TYPE_Q8_0, "q8_0", 32, 34},
+    {FASA_TYPE_Q4_K, "q4_k", 256, 144},  {FASA_TYPE_Q6_K, "q6_k", 256, 210},
+};
+#define N_FORMATS (sizeof formats / sizeof formats[0])
+
+/* Random bytes for a row of n elements; scale fields get sane finite halfs
+ * (random bytes there would make NaNs and infinities). */
+static uint8_t *make_row(const test_format *f, int64_t n, uint64_t *s) {
+    size_t nb = (size_t)(n / f->block_size), bytes = nb * f->block_bytes;
+    uint8_t *row = malloc(bytes);
+    assert_non_null(row);
+    for (size_t i = 0; i < bytes; i++) row[i] = rng_byte(s);
+    for (size_t b = 0; b < nb; b++) {
+        uint8_t *blk = row + b * f->block_bytes;
+        switch (f->type) {
+        case FASA_TYPE_F32: {
+            float v = rng_uniform(s) * 4.0f;
+            memcpy(blk, &v, 4);
+            break;
+        }
+        case FASA_TYPE_F16: put_half(blk, rng_half(s)); break;
+        case FASA_TYPE_BF16: put_half(blk, (uint16_t)(float_bits(rng_uniform(s) * 4.0f) >> 16)); break;
+        case FASA_TYPE_Q4_0:
+        case FASA_TYPE_Q8_0: put_half(blk, rng_half(s)); break;
+        case FASA_TYPE_Q4_1:
+        case FASA_TYPE_Q4_K:
+            put_half(blk, rng_half(s));
+            put_half(blk + 2, rng_half(s));
+            break;
+        case FASA_TYPE_Q6_K: put_half(blk + 208, rng_half(s)); break;
+        }
+    }
+    return row;
+}
+
+/* Element i of a block, in double, straight from the format description. */
+static double spec_element(uint32_t type, const uint8_t *b, int i) {
+    switch (type) {
+    case FASA_TYPE_F32: {
+        float v;
+        memcpy(&v, b, 4);
+        return v;
+    }
+    case FASA_TYPE_F16: return half_value(get_u16(b));
+    case FASA_TYPE_BF16: return (double)bits_float((uint32_t)get_u16(b) << 16);
+    case FASA_TYPE_Q4_0: {
+        int q = i < 16 ? b[2 + i] & 15 : b[2 + i - 16] >> 4;
+        return (q - 8) * half_value(get_u16(b));
+    }
+    case FASA_TYPE_Q4_1: {
+        int q = i < 16 ? b[4 + i] & 15 : b[4 + i - 16] >> 4;
+        return q * half_value(get_u16(b)) + half_value(get_u16(b + 2));
+    }
+    case FASA_TYPE_Q8_0: return (int8_t)b[2 + i] * half_value(get_u16(b));
+    case FASA_TYPE_Q4_K: {
+        /* Sub-block j of 32: 6-bit scale and min. j < 4: low 6 bits of
+         * bytes j and j+4. j >= 4: nibbles of byte j+4 (scale low, min
+         * high) plus bits 6-7 of bytes j-4 (scale) and j (min) on top. */
+        const uint8_t *sc = b + 4;
+        int j = i / 32, scale, min;
+        if (j < 4) {
+            scale = sc[j] % 64;
+            min = sc[j + 4] % 64;
+        } else {
+            scale = sc[j + 4] % 16 + (sc[j - 4] / 64) * 16;
+            min = sc[j + 4] / 16 + (sc[j] / 64) * 16;
+        }
+        int byte = b[16 + 32 * (j / 2) + i % 32];
+        int q = j % 2 ? byte / 16 : byte % 16;
+        return half_value(get_u16(b)) * scale * q - half_value(get_u16(b + 2)) * min;
+    }
+    case FASA_TYPE_Q6_K: {
+        /* Halves of 128; in a half, element 32g + l: ql byte l + 32 (g % 2),
+         * nibble g / 2; qh byte l, bits 2g, 2g+1; scale per 16 elements. */
+        int half = i / 128, g = (i % 128) / 32, l = i % 32;
+        int lo = b[64 * half + 32 * (g % 2) + l];
+        lo = g / 2 ? lo / 16 : lo % 16;
+        int hi = (b[128 + 32 * half + l] >> (2 * g)) % 4;
+        int8_t scale = (int8_t)b[192 + i / 16];
+        return half_value(get_u16(b + 208)) * scale * (lo + 16 * hi - 32);
+    }
+    }
+    fail_msg("no spec decoder for type %u", type);
+    return 0;
+}
+
+static void spec_dequant(const test_format *f, const uint8_t *row, double *dst, int64_t n) {
+    for (int64_t i = 0; i < n; i++)
+        dst[i] = spec_element(f->type, row + (size_t)(i / f->block_size) * f->block_bytes,
+                              (int)(i % f->block_size));
+}
+
+/* ---- traits -------------------------------------------------------------- */
+
+static void test_traits(void **state) {
+    (void)state;
+    for (size_t i = 0; i < N_FORMATS; i++) {
+        const quant_traits *t = quant_traits_of(formats[i].type);
+        assert_non_null(t);
+        assert_string_equal(t->name, formats[i].name);
+        assert_int_equal(t->block_size, formats[i].block_size);
+        assert_int_equal(t->block_bytes, formats[i].block_bytes);
+    }
+    const uint32_t unsupported[] = {4, 5, 6, 7, 9, 10, 11, 13, 15, 16, 20, 29, 31, 39, 1000, UINT32_MAX};
+    for (size_t i = 0; i < sizeof unsupported / sizeof unsupported[0]; i++) {
+        assert_null(quant_traits_of(unsupported[i]));
+        assert_int_equal(quant_row_bytes(unsupported[i], 256), 0);
+    }
+    assert_int_equal(quant_row_bytes(FASA_TYPE_Q4_1, 576), 360);
+    assert_int_equal(quant_row_bytes(FASA_TYPE_Q8_0, 576), 612);
+    assert_int_equal(quant_row_bytes(FASA_TYPE_Q4_K, 512), 288);
+    assert_int_equal(quant_row_bytes(FASA_TYPE_Q6_K, 256), 210);
+    assert_int_equal(quant_row_bytes(FASA_TYPE_F16, 7), 14);
+    assert_int_equal(quant_row_bytes(FASA_TYPE_Q4_1, 33), 0);
+    assert_int_equal(quant_row_bytes(FASA_TYPE_Q4_0, 48), 0);
+    assert_int_equal(quant_row_bytes(FASA_TYPE_Q4_K, 32), 0);
+    assert_int_equal(quant_row_bytes(FASA_TYPE_Q6_K, 300), 0);
+    assert_int_equal(quant_row_bytes(FASA_TYPE_Q8_0, -32), 0);
+    /* 2^63 - 1 elements of 4 bytes do not fit in a 64-bit size_t. */
+    assert_int_equal(quant_row_bytes(FASA_TYPE_F32, INT64_MAX), 0);
+}
+
+static void test_bad_arguments_are_loud(void **state) {
+    (void)state;
+    uint8_t row[64] = {0};
+    float x[32] = {0}, y[6] = {0};
+    assert_true(isnan(quant_dot(5, row, x, 32)));
+    quant_dequant_row(5, row, y, 6);
+    for (int i = 0; i < 6; i++) assert_true(isnan(y[i]));
+    quant_matmul(5, row, 3, 32, x, 2, y, 1);
+    for (int i = 0; i < 6; i++) assert_true(isnan(y[i]));
+    /* A row that is not a whole number of blocks is as wrong as a bad type. */
+    assert_true(isnan(quant_dot(FASA_TYPE_Q4_1, row, x, 16)));
+    quant_dequant_row(FASA_TYPE_Q4_1, row, y, 6);
+    for (int i = 0; i < 6; i++) assert_true(isnan(y[i]));
+    for (int i = 0; i < 6; i++) y[i] = 0.0f;
+    quant_matmul(FASA_TYPE_Q8_0, row, 3, 16, x, 2, y, 1);
+    for (int i = 0; i < 6; i++) assert_true(isnan(y[i]));
+    /* No columns: every output is an empty sum. */
+    for (int i = 0; i < 6; i++) y[i] = NAN;
+    quant_matmul(FASA_TYPE_Q8_0, row, 3, 0, x, 2, y, 2);
+    for (int i = 0; i < 6; i++) assert_true(y[i] == 0.0f);
+}
+
+/* ---- half precision ------------------------------------------------------ */
+
+/* f32 bits the IEEE conversion of half h must give (NaNs come out quiet,
+ * as the F16C instruction makes them). */
+static uint32_t expected_f32_bits(uint16_t h) {
+    uint32_t sign = (uint32_t)(h >> 15) << 31;
+    if ((h & 0x7c00) == 0x7c00 && (h & 0x3ff))
+        return sign | 0x7fc00000 | (uint32_t)(h & 0x3ff) << 13;
+    return float_bits((float)half_value(h));
+}
+
+static void test_f16_to_f32_all(void **state) {
+    (void)state;
+    for (uint32_t h = 0; h < 65536; h++) {
+        uint32_t want = expected_f32_bits((uint16_t)h);
+        assert_int_equal(float_bits(quant_f16_to_f32_scalar((uint16_t)h)), want);
+        assert_int_equal(float_bits(fasa_f16_to_f32((uint16_t)h)), want);
+    }
+}
+
+typedef uint16_t (*to_f16_fn)(float);
+
+static void check_to_f16_roundtrip(to_f16_fn to_f16) {
+    for (uint32_t h = 0; h < 65536; h++) {
+        float f = (float)half_value((uint16_t)h);
+        if ((h & 0x7c00) == 0x7c00 && (h & 0x3ff)) {
+            /* NaN: sign and payload survive, quiet bit set. */
+            uint16_t got = to_f16(bits_float(expected_f32_bits((uint16_t)h)));
+            assert_int_equal(got, h | 0x200);
+        } else {
+            assert_int_equal(to_f16(f), h);
+        }
+    }
+}
+
+/* Between two neighbouring halfs a < b: the midpoint goes to the one with
+ * an even mantissa, anything off the midpoint to the nearer one. Includes
+ * the subnormal range, zero, and the overflow edge (65504 -> inf at 65520). */
+static void check_to_f16_rounding(to_f16_fn to_f16) {
+    for (uint16_t a = 0; a < 0x7c00; a++) {
+        uint16_t b = (uint16_t)(a + 1);
+        double hi = b == 0x7c00 ? 65536.0 : half_value(b);
+        float mid = (float)((half_value(a) + hi) / 2); /* exact: 12 significant bits */
+        for (int sign = 0; sign < 2; sign++) {
+            float m = sign ? -mid : mid;
+            uint16_t s = (uint16_t)(sign << 15);
+            assert_int_equal(to_f16(m), s | ((a & 1) ? b : a));
+            assert_int_equal(to_f16(nextafterf(m, 0.0f)), s | a);
+            assert_int_equal(to_f16(nextafterf(m, sign ? -INFINITY : INFINITY)), s | b);
+        }
+    }
+    assert_int_equal(to_f16(1e10f), 0x7c00);
+    assert_int_equal(to_f16(-INFINITY), 0xfc00);
+    assert_int_equal(to_f16(1e-30f), 0x0000);
+    assert_int_equal(to_f16(-1e-30f), 0x8000);
+    assert_int_equal(to_f16(bits_float(1)), 0x0000); /* f32 subnormal */
+    assert_int_equal(to_f16(-0.0f), 0x8000);
+}
+
+static void test_f32_to_f16_scalar(void **state) {
+    (void)state;
+    check_to_f16_roundtrip(quant_f32_to_f16_scalar);
+    check_to_f16_rounding(quant_f32_to_f16_scalar);
+}
+
+static void test_f32_to_f16_public(void **state) {
+    (void)state;
+    check_to_f16_roundtrip(fasa_f32_to_f16);
+    check_to_f16_rounding(fasa_f32_to_f16);
+}
+
+static void test_bf16(void **state) {
+    (void)state;
+    assert_true(fasa_bf16_to_f32(0x3f80) == 1.0f);
+    assert_true(fasa_bf16_to_f32(0xc040) == -3.0f);
+    assert_true(isinf(fasa_bf16_to_f32(0x7f80)));
+    uint64_t s = 7;
+    for (int i = 0; i < 1000; i++) {
+        uint16_t h = (uint16_t)rng_next(&s);
+        assert_int_equal(float_bits(fasa_bf16_to_f32(h)), (uint32_t)h << 16);
+    }
+}
+
+/* ---- dequantize and dot -------------------------------------------------- */
+
+/* Block formats: 16 blocks' worth; per-element formats: not a multiple of
+ * 32, so the vector kernels' tail runs too. */
+static int64_t test_len(const test_format *f) {
+    return f->block_size == 1 ? 4096 + 13 : 16 * 256;
+}
+
+static void test_dequant_matches_spec(void **state) {
+    (void)state;
+    uint64_t s = 1;
+    for (size_t fi = 0; fi < N_FORMATS; fi++) {
+        const test_format *f = &formats[fi];
+        int64_t n = test_len(f);
+        uint8_t *row = make_row(f, n, &s);
+        double *want = malloc((size_t)n * sizeof *want);
+        float *got = malloc((size_t)n * sizeof *got), *ref = malloc((size_t)n * sizeof *ref);
+        assert_non_null(want);
+        assert_non_null(got);
+        assert_non_null(ref);
+        spec_dequant(f, row, want, n);
+        quant_dequant_row(f->type, row, got, n);
+        quant_dequant_ref(f->type, row, ref, n);
+        /* Every format's value is one rounding of an exact product/sum, so
+         * both paths must give the correctly rounded float exactly (up to
+         * the sign of a zero). */
+        for (int64_t i = 0; i < n; i++) {
+            if (got[i] != (float)want[i] || ref[i] != got[i])
+                fail_msg("%s element %lld: kernel %.9g, scalar %.9g, spec %.9g", f->name, (long long)i,
+                         (double)got[i], (double)ref[i], want[i]);
+        }
+        free(row);
+        free(want);
+        free(got);
+        free(ref);
+    }
+}
+
+static void test_dot(void **state) {
+    (void)state;
+    uint64_t s = 2;
+    for (size_t fi = 0; fi < N_FORMATS; fi++) {
+        const test_format *f = &formats[fi];
+        int64_t n = test_len(f);
+        uint8_t *row = make_row(f, n, &s);
+        double *w = malloc((size_t)n * sizeof *w);
+        float *x = malloc((size_t)n * sizeof *x);
+        assert_non_null(w);
+        assert_non_null(x);
+        spec_dequant(f, row, w, n);
+        for (int64_t i = 0; i < n; i++) x[i] = rng_uniform(&s);
+        /* Lengths that stop short exercise odd block counts too. */
+        for (int64_t len = f->block_size; len <= n; len = len * 3 + f->block_size) {
+            if (len > n) len = n;
+            double want = 0, mag = 0;
+            for (int64_t i = 0; i < len; i++) {
+                want += w[i] * x[i];
+                mag += fabs(w[i] * x[i]);
+            }
+            double tol = 1e-5 * mag + 1e-30;
+            double got = quant_dot(f->type, row, x, len), ref = quant_dot_ref(f->type, row, x, len);
+            if (fabs(got - want) > tol || fabs(ref - want) > tol)
+                fail_msg("%s dot over %lld: kernel %.9g, scalar %.9g, want %.9g (tol %.3g)", f->name,
+                         (long long)len, got, ref, want, tol);
+            if (len == n) break;
+        }
+        free(row);
+        free(w);
+        free(x);
+    }
+}
+
+/* ---- matrix product ------------------------------------------------------ */
+
+static void check_matmul(const test_format *f, int64_t rows, int64_t cols, int64_t n_tok, int n_threads,
+                         uint64_t *s) {
+    uint8_t *w = make_row(f, rows * cols, s);
+    double *wd = malloc((size_t)(rows * cols) * sizeof *wd);
+    float *x = malloc((size_t)(n_tok * cols) * sizeof *x);
+    /* Guard elements after y catch writes past rows * n_tok. */
+    const int64_t guard = 37;
+    float *y = malloc((size_t)(rows * n_tok + guard) * sizeof *y);
+    assert_non_null(wd);
+    assert_non_null(x);
+    assert_non_null(y);
+    spec_dequant(f, w, wd, rows * cols);
+    for (int64_t i = 0; i < n_tok * cols; i++) x[i] = rng_uniform(s);
+    /* NaN everywhere: any read of y before it is written shows up. */
+    for (int64_t i = 0; i < rows * n_tok; i++) y[i] = NAN;
+    for (int64_t i = 0; i < guard; i++) y[rows * n_tok + i] = 12345.0f;
+
+    quant_matmul(f->type, w, rows, cols, x, n_tok, y, n_threads);
+
+    for (int64_t t = 0; t < n_tok; t++) {
+        for (int64_t r = 0; r < rows; r++) {
+            double want = 0, mag = 0;
+            for (int64_t c = 0; c < cols; c++) {
+                want += wd[r * cols + c] * x[t * cols + c];
+                mag += fabs(wd[r * cols + c] * x[t * cols + c]);
+            }
+            double got = y[t * rows + r];
+            if (!(fabs(got - want) <= 1e-5 * mag + 1e-30))
+                fail_msg("%s matmul rows %lld cols %lld n_tok %lld threads %d: y[%lld][%lld] = %.9g, want %.9g",
+                         f->name, (long long)rows, (long long)cols, (long long)n_tok, n_threads,
+                         (long long)t, (long long)r, got, want);
+        }
+    }
+    for (int64_t i = 0; i < guard; i++) assert_true(y[rows * n_tok + i] == 12345.0f);
+    free(w);
+    free(wd);
+    free(x);
+    free(y);
+}
+
+static void test_matmul(void **state) {
+    (void)state;
+    uint64_t s = 3;
+    const int64_t row_counts[] = {1, 7, 129};
+    const int64_t tok_counts[] = {1, 3, 17, 64};
+    for (size_t fi = 0; fi < N_FORMATS; fi++) {
+        const test_format *f = &formats[fi];
+        /* 576 = 2 column panels of 256 plus a partial one; 301 is not even
+         * a multiple of 32 (per-element formats only). */
+        int64_t cols = f->block_size == 256 ? 512 : f->block_size == 32 ? 576 : 301;
+        for (size_t ri = 0; ri < 3; ri++)
+            for (size_t ti = 0; ti < 4; ti++)
+                for (int th = 1; th <= 2; th++) check_matmul(f, row_counts[ri], cols, tok_counts[ti], th, &s);
+    }
+}
+
+/* Rows longer than the prefill path's column panel (2048), so partial
+ * products over column slices must add up in y. */
+static void test_matmul_long_rows(void **state) {
+    (void)state;
+    uint64_t s = 4;
+    const uint32_t types[] = {FASA_TYPE_Q4_1, FASA_TYPE_Q8_0, FASA_TYPE_Q4_K, FASA_TYPE_F16};
+    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
+        const test_format *f = NULL;
+        for (size_t fi = 0; fi < N_FORMATS; fi++)
+            if (formats[fi].type == types[i]) f = &formats[fi];
+        assert_non_null(f);
+        int64_t cols = f->block_size == 256 ? 2304 : f->block_size == 32 ? 2624 : 2061;
+        check_matmul(f, 33, cols, 13, 2, &s);
+        check_matmul(f, 5, cols, 1, 1, &s);
+    }
+}
+
+/* ---- the real model ------------------------------------------------------ */
+
+/* Expected values from the model file, produced once with the PyPI `gguf`
+ * package (0.19.0): GGUFReader gave each tensor's data offset, the row's
+ * bytes were read at offset + row * row_bytes and decoded with
+ * gguf.quants.dequantize; `sum` is the float64 sum of the whole row. */
+typedef struct model_row {
+    const char *tensor;
+    uint32_t type;
+    int64_t cols;
+    long offset; /* file offset of the row */
+    float first[8], last[8];
+    double sum;
+} model_row;
+
+static const model_row model_rows[] = {
+    {"blk.0.attn_q.weight row 0", FASA_TYPE_Q4_1, 576, 33806656,
+     {-0.0963134765625f, 0.1573486328125f, -0.0963134765625f, -0.73046875f, 1.1719970703125f,
+      -0.0963134765625f, 0.030517578125f, 0.6646728515625f},
+     {0.12353515625f, -0.63671875f, -0.0665283203125f, 0.503662109375f, -0.0665283203125f,
+      0.503662109375f, 0.503662109375f, 0.12353515625f},
+     1.00726318359375},
+    {"token_embd.weight row 1", FASA_TYPE_Q8_0, 576, 1786276,
+     {-0.0238037109375f, -0.015869140625f, -0.0396728515625f, 0.015869140625f, -0.111083984375f,
+      -0.0079345703125f, -0.0634765625f, 0.0714111328125f},
+     {0.08747005462646484f, 0.028787612915039062f, 0.14061641693115234f, -0.06975460052490234f,
+      0.10186386108398438f, 0.08193397521972656f, -0.004428863525390625f, -0.12843704223632812f},
+     0.35922718048095703},
+};
+
+static void test_model_rows(void **state) {
+    (void)state;
+    FILE *fp = fopen(FASA_TEST_MODEL, "rb");
+    if (!fp) fail_msg("cannot open the default model %s: fetch it first (see README)", FASA_TEST_MODEL);
+    for (size_t i = 0; i < sizeof model_rows / sizeof model_rows[0]; i++) {
+        const model_row *m = &model_rows[i];
+        size_t bytes = quant_row_bytes(m->type, m->cols);
+        uint8_t buf[1024];
+        float v[576];
+        assert_true(bytes <= sizeof buf);
+        assert_int_equal(fseek(fp, m->offset, SEEK_SET), 0);
+        assert_int_equal(fread(buf, 1, bytes, fp), bytes);
+        quant_dequant_row(m->type, buf, v, m->cols);
+        for (int j = 0; j < 8; j++) {
+            if (v[j] != m->first[j] || v[m->cols - 8 + j] != m->last[j])
+                fail_msg("%s: element %d or %lld differs from gguf's decoding", m->tensor, j,
+                         (long long)(m->cols - 8 + j));
+        }
+        double sum = 0;
+        for (int64_t j = 0; j < m->cols; j++) sum += v[j];
+        assert_true(fabs(sum - m->sum) < 1e-9);
+    }
+    fclose(fp);
+}
+
+int main(void) {
+    printf("quant kernels: %s\n", quant_simd_isa());
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_traits),
+        cmocka_unit_test(test_bad_arguments_are_loud),
+        cmocka_unit_test(test_f16_to_f32_all),
+        cmocka_unit_test(test_f32_to_f16_scalar),
+        cmocka_unit_test(test_f32_to_f16_public),
+        cmocka_unit_test(test_bf16),
+        cmocka_unit_test(test_dequant_matches_spec),
+        cmocka_unit_test(test_dot),
+        cmocka_unit_test(test_matmul),
+        cmocka_unit_test(test_matmul_long_rows),
+        cmocka_unit_test(test_model_rows),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
