@@ -12,66 +12,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "bench_util.h"
 #include "context.h"
 #include "fasa.h"
 #include "quant.h"
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n) {
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-/* Read bandwidth: sum a 1 GiB array with all threads; median of 5 passes. */
-static double measure_read_bw(int threads) {
-    const size_t n = (size_t)1 << 28; /* floats */
-    float *a = malloc(n * sizeof *a);
-    if (!a) return 0.0;
-#pragma omp parallel for num_threads(threads)
-    for (size_t i = 0; i < n; i++) a[i] = (float)(i & 1023);
-    double t[5];
-    volatile float sink = 0.0f;
-    for (int r = 0; r < 5; r++) {
-        double t0 = now();
-        float s = 0.0f;
-#pragma omp parallel for simd reduction(+ : s) num_threads(threads)
-        for (size_t i = 0; i < n; i++) s += a[i];
-        t[r] = now() - t0;
-        sink += s;
-    }
-    (void)sink;
-    free(a);
-    return (double)(n * sizeof(float)) / median(t, 5) / 1e9;
-}
-
-static void fill_kv_random(fasa_kv *kv, int32_t n_tokens) {
-    uint64_t x = 12345;
-    const size_t n = (size_t)kv->n_layers * kv->n_kv_heads * kv->n_ctx * kv->head_dim;
-    for (size_t i = 0; i < n; i++) {
-        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-        const float f = (float)((double)(x >> 11) * 0x1.0p-53 - 0.5);
-        if (kv->type == FASA_KV_F32) {
-            ((float *)kv->k)[i] = f;
-            ((float *)kv->v)[i] = -f;
-        } else {
-            ((uint16_t *)kv->k)[i] = fasa_f32_to_f16(f);
-            ((uint16_t *)kv->v)[i] = fasa_f32_to_f16(-f);
-        }
-    }
-    kv->n_tokens = n_tokens;
-}
 
 int main(int argc, char **argv) {
     const char *model = "models/SmolLM2-135M-Instruct.Q4_1.gguf", *ctx_list = "512,2048,8192";
@@ -99,7 +44,7 @@ int main(int argc, char **argv) {
     }
     fasa_model_info in;
     fasa_model_get_info(m, &in);
-    const double bw = measure_read_bw(threads);
+    const double bw = bench_read_bandwidth(threads);
     printf("model: %s (%s), %.1f MB of weights read per token\n", in.name, model, in.weight_bytes / 1e6);
     printf("threads: %d, KV cache: %s, measured read bandwidth: %.2f GB/s\n\n", threads,
            kv_type == FASA_KV_F16 ? "f16" : "f32", bw);
@@ -122,14 +67,14 @@ int main(int argc, char **argv) {
     double tp[3];
     for (int r = 0; r < 3; r++) {
         fasa_context_reset(c);
-        double t0 = now();
+        double t0 = bench_now();
         fasa_eval(c, toks, N_PREFILL, logits, false);
-        tp[r] = now() - t0;
+        tp[r] = bench_now() - t0;
     }
     fasa_context_free(c);
     const double flops = 2.0 * (double)in.n_params * N_PREFILL;
     printf("| prefill tokens | tok/s | GFLOP/s (weights only) |\n|---|---|---|\n");
-    printf("| %d | %.1f | %.1f |\n\n", N_PREFILL, N_PREFILL / median(tp, 3), flops / median(tp, 3) / 1e9);
+    printf("| %d | %.1f | %.1f |\n\n", N_PREFILL, N_PREFILL / bench_median(tp, 3), flops / bench_median(tp, 3) / 1e9);
 
     printf("| context | decode tok/s | ms/token | bytes/token (MB) | GB/s | fraction of read bandwidth |\n");
     printf("|---|---|---|---|---|---|\n");
@@ -146,18 +91,18 @@ int main(int argc, char **argv) {
             fprintf(stderr, "bench_decode: %s\n", fasa_last_error());
             return 1;
         }
-        fill_kv_random(&c->kv, T - 1);
+        bench_fill_kv(&c->kv, T - 1);
         double *t = malloc((size_t)reps * sizeof *t);
         int32_t tok_id = 1234;
         for (int r = 0; r < reps; r++) {
-            double t0 = now();
+            double t0 = bench_now();
             fasa_eval(c, &tok_id, 1, logits, false);
-            t[r] = now() - t0;
+            t[r] = bench_now() - t0;
         }
         /* Each step reads every weight once and the K and V rows of ~T positions. */
         const double kv_read = 2.0 * in.n_layers * in.n_kv_heads * (double)(T + reps / 2) * in.head_dim *
                                (kv_type == FASA_KV_F16 ? 2 : 4);
-        const double bytes = (double)in.weight_bytes + kv_read, med = median(t, reps);
+        const double bytes = (double)in.weight_bytes + kv_read, med = bench_median(t, reps);
         printf("| %d | %.1f | %.2f | %.1f | %.2f | %.0f%% |\n", T, 1.0 / med, med * 1e3, bytes / 1e6,
                bytes / med / 1e9, 100.0 * bytes / med / 1e9 / bw);
         free(t);

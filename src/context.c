@@ -30,8 +30,11 @@ static fasa_status alloc_scratch(fasa_context *c) {
         !(c->rope_sin = fasa_malloc(B, (size_t)in->head_dim / 2 * sizeof(float), "RoPE table")) ||
         !(c->attn_scratch = fasa_malloc((size_t)c->n_threads * (size_t)c->attn_scratch_stride,
                                         sizeof(float), "attention scratch")) ||
-        !(c->policy_idx = fasa_malloc((size_t)c->n_threads * (size_t)c->kv.n_ctx, sizeof(int32_t),
-                                      "attention index buffer")) ||
+        !(c->unit_idx = fasa_malloc((size_t)in->n_heads * (size_t)c->kv.n_ctx, sizeof(int32_t),
+                                    "attention index buffer")) ||
+        !(c->unit_count = fasa_malloc((size_t)in->n_heads, sizeof(int32_t), "attention counts")) ||
+        !(c->attn_parts = fasa_malloc((size_t)in->n_heads * ((size_t)c->kv.n_ctx / CONTEXT_DECODE_PART + 1),
+                                      (size_t)(in->head_dim + 2) * sizeof(float), "attention parts")) ||
         !(c->q_hist = fasa_malloc((size_t)in->n_layers * ATTN_QUERY_HISTORY, HD * sizeof(float),
                                   "query history")))
         return FASA_E_NOMEM;
@@ -77,7 +80,9 @@ void fasa_context_free(fasa_context *c) {
     free(c->rope_cos);
     free(c->rope_sin);
     free(c->attn_scratch);
-    free(c->policy_idx);
+    free(c->unit_idx);
+    free(c->unit_count);
+    free(c->attn_parts);
     free(c->q_hist);
     free(c->policy_scratch);
     attn_policy_free(c->policy);

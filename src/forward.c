@@ -75,30 +75,68 @@ static void attention_dense(fasa_context *c, int32_t layer, int32_t pos0, int32_
     }
 }
 
-/* One decode step under the context's policy: per KV head (or per query
- * head), the policy picks positions, exact attention runs over them, and the
- * policy sees the resulting weights. */
-static void attention_policy(fasa_context *c, int32_t layer, int32_t pos) {
+/* One decode step. A selection unit is the set of query heads that share one
+ * choice of tokens: a KV group, or a single query head when the policy
+ * selects per head. First each unit's tokens are chosen (policy select, or
+ * every cached token), then the attention over them runs in parts of
+ * CONTEXT_DECODE_PART tokens spread over all threads, then the parts are merged. A
+ * policy that observes the weights gets each unit done in one part. */
+static void attention_decode(fasa_context *c, int32_t layer, int32_t pos) {
     attn_policy *p = c->policy;
     const fasa_model_info *in = &c->model->info;
-    const int32_t d = in->head_dim, group = in->n_heads / in->n_kv_heads;
-    const int32_t n_sel = p->per_head ? group : 1, n_q = p->per_head ? 1 : group;
-    const int32_t n_tasks = in->n_kv_heads * n_sel;
+    const int32_t d = in->head_dim, group = in->n_heads / in->n_kv_heads, n_ctx = c->kv.n_ctx;
+    const int32_t uq = p && p->per_head ? 1 : group, n_units = in->n_heads / uq;
     const float scale = 1.0f / sqrtf((float)d);
+    int32_t *count = c->unit_count;
+
+    if (p) {
 #pragma omp parallel for schedule(dynamic, 1) num_threads(c->n_threads)
-    for (int32_t task = 0; task < n_tasks; task++) {
-        const int32_t h = task / n_sel, qh = h * group + (task % n_sel) * n_q, th = omp_get_thread_num();
-        float *scratch = c->attn_scratch + th * c->attn_scratch_stride;
-        int32_t *idx = c->policy_idx + (int64_t)th * c->kv.n_ctx;
-        const attn_query aq = {&c->kv, layer, h, c->q + (int64_t)qh * d, n_q, qh, pos + 1};
-        int32_t n = -1;
-        if (!p->dense_layer[layer])
-            n = p->ops->select(p, &aq, idx, c->policy_scratch + th * p->scratch_floats);
-        const int32_t *sel = n < 0 ? NULL : idx;
-        if (n < 0) n = pos + 1;
-        attn_dense_group(&c->kv, layer, h, aq.q, n_q, sel, n, scale, c->xb + (int64_t)qh * d, scratch);
-        if (p->ops->observe) p->ops->observe(p, &aq, sel, n, scratch);
+        for (int32_t u = 0; u < n_units; u++) {
+            const int32_t qh = u * uq, th = omp_get_thread_num();
+            const attn_query aq = {&c->kv, layer, qh / group, c->q + (int64_t)qh * d, uq, qh, pos + 1};
+            count[u] = p->dense_layer[layer]
+                           ? -1
+                           : p->ops->select(p, &aq, c->unit_idx + (int64_t)u * n_ctx, c->policy_scratch + th * p->scratch_floats);
+        }
+    } else {
+        for (int32_t u = 0; u < n_units; u++) count[u] = -1;
     }
+
+    if (p && p->ops->observe) {
+#pragma omp parallel for schedule(dynamic, 1) num_threads(c->n_threads)
+        for (int32_t u = 0; u < n_units; u++) {
+            const int32_t qh = u * uq, n = count[u] < 0 ? pos + 1 : count[u];
+            const int32_t *idx = count[u] < 0 ? NULL : c->unit_idx + (int64_t)u * n_ctx;
+            float *scratch = c->attn_scratch + omp_get_thread_num() * c->attn_scratch_stride;
+            const attn_query aq = {&c->kv, layer, qh / group, c->q + (int64_t)qh * d, uq, qh, pos + 1};
+            attn_dense_group(&c->kv, layer, aq.kv_head, aq.q, uq, idx, n, scale, c->xb + (int64_t)qh * d, scratch);
+            p->ops->observe(p, &aq, idx, n, scratch);
+        }
+        return;
+    }
+
+    /* Parts of every unit, numbered consecutively. */
+    int32_t first_part[1025];
+    first_part[0] = 0;
+    for (int32_t u = 0; u < n_units; u++) {
+        const int32_t n = count[u] < 0 ? pos + 1 : count[u];
+        first_part[u + 1] = first_part[u] + (n + CONTEXT_DECODE_PART - 1) / CONTEXT_DECODE_PART;
+    }
+    const int64_t part_floats = attn_part_floats(uq, d);
+#pragma omp parallel for schedule(dynamic, 1) num_threads(c->n_threads)
+    for (int32_t t = 0; t < first_part[n_units]; t++) {
+        int32_t u = 0;
+        while (first_part[u + 1] <= t) u++;
+        const int32_t qh = u * uq, n = count[u] < 0 ? pos + 1 : count[u];
+        const int32_t j0 = (t - first_part[u]) * CONTEXT_DECODE_PART, j1 = j0 + CONTEXT_DECODE_PART < n ? j0 + CONTEXT_DECODE_PART : n;
+        const int32_t *idx = count[u] < 0 ? NULL : c->unit_idx + (int64_t)u * n_ctx;
+        float *scratch = c->attn_scratch + omp_get_thread_num() * c->attn_scratch_stride;
+        attn_dense_part(&c->kv, layer, qh / group, c->q + (int64_t)qh * d, uq, idx, j0, j1, scale,
+                        c->attn_parts + t * part_floats, scratch);
+    }
+    for (int32_t u = 0; u < n_units; u++)
+        attn_merge(c->attn_parts + first_part[u] * part_floats, first_part[u + 1] - first_part[u], uq, d,
+                   c->xb + (int64_t)u * uq * d);
 }
 
 static void remember_queries(fasa_context *c, int32_t layer, int32_t pos0, int32_t n) {
@@ -111,9 +149,9 @@ static void remember_queries(fasa_context *c, int32_t layer, int32_t pos0, int32
 
 /* Prefill (n > 1) is dense for every policy, as in the paper; the policy
  * then sees the chunk's queries. A single token is a decode step. */
-static void attention(fasa_context *c, int32_t layer, int32_t pos0, int32_t n) {
+void forward_attention(fasa_context *c, int32_t layer, int32_t pos0, int32_t n) {
     attn_policy *p = c->policy;
-    if (p && n == 1) attention_policy(c, layer, pos0);
+    if (n == 1) attention_decode(c, layer, pos0);
     else attention_dense(c, layer, pos0, n);
     if (p && n > 1 && p->ops->prefill) p->ops->prefill(p, &c->kv, layer, c->q, pos0, n);
     remember_queries(c, layer, pos0, n);
@@ -138,7 +176,7 @@ static void layer_forward(fasa_context *c, int32_t l, int32_t pos0, int32_t n) {
         kv_store(&c->kv, l, pos0 + t, c->k + t * KVD, c->v + t * KVD);
         if (c->policy && c->policy->ops->append) c->policy->ops->append(c->policy, &c->kv, l, pos0 + t);
     }
-    attention(c, l, pos0, n);
+    forward_attention(c, l, pos0, n);
     matmul(c, &L->wo, c->xb, n, c->proj);
     add_into(c->x, c->proj, (int64_t)n * E);
 

@@ -384,7 +384,7 @@ static void test_gqa_attention(void **state) {
         for (int i = 0; i < NH * D; i++) q[i] = 3 * frand();
         int32_t idx[] = {0, 4, 5, 9, 20};
         const int n_idx = sizeof idx / sizeof idx[0];
-        float scratch[4 * T + 2 * D];
+        float scratch[attn_dense_scratch(4, T, D)];
         for (int use_idx = 0; use_idx < 2; use_idx++) {
             const int n = use_idx ? n_idx : T;
             for (int h = 0; h < NKV; h++)

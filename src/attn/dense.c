@@ -1,20 +1,20 @@
 #include "attn/dense.h"
 
-#include <math.h>
 #include <string.h>
 
 #include "quant.h"
 
+/* Sixteen independent lanes: the compiler turns the fixed inner loop into
+ * vector FMAs, where a single running sum would be a serial chain. */
 static inline float dot(const float *a, const float *b, int32_t d) {
+    float acc[16] = {0};
+    int32_t i = 0;
+    for (; i + 16 <= d; i += 16)
+        for (int32_t l = 0; l < 16; l++) acc[l] += a[i + l] * b[i + l];
     float s = 0.0f;
-#pragma omp simd reduction(+ : s)
-    for (int32_t i = 0; i < d; i++) s += a[i] * b[i];
+    for (; i < d; i++) s += a[i] * b[i];
+    for (int32_t l = 0; l < 16; l++) s += acc[l];
     return s;
-}
-
-static inline void axpy(float *y, float a, const float *x, int32_t d) {
-#pragma omp simd
-    for (int32_t i = 0; i < d; i++) y[i] += a * x[i];
 }
 
 /* An f32 cache is read in place; an f16 row is widened into buf first. */
@@ -24,28 +24,77 @@ static inline const float *row_f32(const fasa_kv *kv, const void *row, float *bu
     return buf;
 }
 
+void attn_dense_part(const fasa_kv *kv, int32_t layer, int32_t kv_head, const float *q, int32_t n_q,
+                     const int32_t *idx, int32_t j0, int32_t j1, float scale, float *part, float *scratch) {
+    const int32_t d = kv->head_dim, n = j1 - j0;
+    float *w = scratch, *buf = scratch + (int64_t)n_q * n;
+    /* Logits: each key row is read once for the whole group. */
+    for (int32_t j = 0; j < n; j++) {
+        const int32_t pos = idx ? idx[j0 + j] : j0 + j;
+        const float *k = row_f32(kv, kv_k_row(kv, layer, kv_head, pos), buf);
+        for (int32_t g = 0; g < n_q; g++) w[(int64_t)g * n + j] = scale * dot(q + (int64_t)g * d, k, d);
+    }
+    for (int32_t g = 0; g < n_q; g++) {
+        float *wg = w + (int64_t)g * n, mx = -INFINITY, sum = 0.0f;
+#pragma omp simd reduction(max : mx)
+        for (int32_t j = 0; j < n; j++) mx = wg[j] > mx ? wg[j] : mx;
+#pragma omp simd reduction(+ : sum)
+        for (int32_t j = 0; j < n; j++) sum += (wg[j] = attn_exp(wg[j] - mx));
+        float *o = part + (int64_t)g * (d + 2);
+        o[d] = mx;
+        o[d + 1] = sum;
+    }
+    /* Weighted sum of values, 64 output lanes at a time held in registers
+     * across all tokens (one value row of an f16 cache is widened per head). */
+    for (int32_t g = 0; g < n_q; g++) {
+        const float *wg = w + (int64_t)g * n;
+        float *o = part + (int64_t)g * (d + 2);
+        for (int32_t c0 = 0; c0 < d; c0 += 64) {
+            const int32_t cw = d - c0 < 64 ? d - c0 : 64;
+            float acc[64] = {0};
+            for (int32_t j = 0; j < n; j++) {
+                const int32_t pos = idx ? idx[j0 + j] : j0 + j;
+                const float *v = row_f32(kv, kv_v_row(kv, layer, kv_head, pos), buf) + c0;
+                const float p = wg[j];
+                if (cw == 64)
+                    for (int32_t i = 0; i < 64; i++) acc[i] += p * v[i];
+                else
+                    for (int32_t i = 0; i < cw; i++) acc[i] += p * v[i];
+            }
+            memcpy(o + c0, acc, (size_t)cw * sizeof(float));
+        }
+    }
+}
+
+void attn_merge(const float *parts, int32_t n_parts, int32_t n_q, int32_t head_dim, float *out) {
+    const int32_t d = head_dim;
+    const int64_t stride = attn_part_floats(n_q, d);
+    for (int32_t g = 0; g < n_q; g++) {
+        float mx = -INFINITY, sum = 0.0f;
+        for (int32_t c = 0; c < n_parts; c++) mx = fmaxf(mx, parts[c * stride + (int64_t)g * (d + 2) + d]);
+        float *y = out + (int64_t)g * d;
+        memset(y, 0, (size_t)d * sizeof(float));
+        for (int32_t c = 0; c < n_parts; c++) {
+            const float *o = parts + c * stride + (int64_t)g * (d + 2);
+            const float f = expf(o[d] - mx);
+            sum += f * o[d + 1];
+            for (int32_t i = 0; i < d; i++) y[i] += f * o[i];
+        }
+        const float inv = 1.0f / sum;
+        for (int32_t i = 0; i < d; i++) y[i] *= inv;
+    }
+}
+
 void attn_dense_group(const fasa_kv *kv, int32_t layer, int32_t kv_head, const float *q,
-                      int32_t group, const int32_t *idx, int32_t n, float scale, float *out,
+                      int32_t n_q, const int32_t *idx, int32_t n, float scale, float *out,
                       float *scratch) {
     const int32_t d = kv->head_dim;
-    float *scores = scratch;                 /* [group][n] */
-    float *buf = scratch + (int64_t)group * n; /* one widened row */
-    for (int32_t j = 0; j < n; j++) {
-        const int32_t pos = idx ? idx[j] : j;
-        const float *k = row_f32(kv, kv_k_row(kv, layer, kv_head, pos), buf);
-        for (int32_t g = 0; g < group; g++) scores[(int64_t)g * n + j] = scale * dot(q + (int64_t)g * d, k, d);
-    }
-    for (int32_t g = 0; g < group; g++) {
-        float *s = scores + (int64_t)g * n, mx = -INFINITY, sum = 0.0f;
-        for (int32_t j = 0; j < n; j++) mx = s[j] > mx ? s[j] : mx;
-        for (int32_t j = 0; j < n; j++) sum += (s[j] = expf(s[j] - mx));
-        const float inv = 1.0f / sum;
-        for (int32_t j = 0; j < n; j++) s[j] *= inv;
-    }
-    memset(out, 0, (size_t)group * d * sizeof(float));
-    for (int32_t j = 0; j < n; j++) {
-        const int32_t pos = idx ? idx[j] : j;
-        const float *v = row_f32(kv, kv_v_row(kv, layer, kv_head, pos), buf);
-        for (int32_t g = 0; g < group; g++) axpy(out + (int64_t)g * d, scores[(int64_t)g * n + j], v, d);
+    float *part = scratch + (int64_t)n_q * n + d;
+    attn_dense_part(kv, layer, kv_head, q, n_q, idx, 0, n, scale, part, scratch);
+    for (int32_t g = 0; g < n_q; g++) {
+        const float *o = part + (int64_t)g * (d + 2), inv = 1.0f / o[d + 1];
+        for (int32_t i = 0; i < d; i++) out[(int64_t)g * d + i] = o[i] * inv;
+        float *w = scratch + (int64_t)g * n;
+        for (int32_t j = 0; j < n; j++) w[j] *= inv;
     }
 }
