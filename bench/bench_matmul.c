@@ -13,7 +13,9 @@
  * usage: bench_matmul [runs]   (default 7) */
 #include "quant.h"
 
+#if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
+#endif
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>

@@ -17,8 +17,8 @@ typedef void (*quant_dequant_fn)(const void *src, float *dst, int64_t n);
 typedef float (*quant_dot_fn)(const void *row, const float *x, int64_t n);
 
 /* Every format this build computes with. Adding a format means one entry
- * here, one scalar decoder in quant.c, one vector decoder in quant_simd.c
- * and one row in the table of quant.c. */
+ * here, a scalar decoder and a table row in quant.c, and a vector decoder
+ * plus its QUANT_SIMD_KERNELS / QUANT_SCALAR_KERNELS lines in quant_simd.c. */
 #define QUANT_FORMATS(X) X(f32) X(f16) X(bf16) X(q4_0) X(q4_1) X(q8_0) X(q4_k) X(q6_k)
 
 #define QUANT_DECLARE_KERNELS(fmt)                                                \
