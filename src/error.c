@@ -3,6 +3,8 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
 
 static _Thread_local char last_error[512];
 
@@ -45,5 +47,25 @@ void *fasa_malloc(size_t n, size_t size, const char *what) {
 void *fasa_calloc(size_t n, size_t size, const char *what) {
     void *p = calloc(n ? n : 1, size ? size : 1);
     if (!p) fasa_error(FASA_E_NOMEM, "%s: cannot allocate %zu x %zu bytes", what, n, size);
+    return p;
+}
+
+void *fasa_calloc_large(size_t n, size_t size, const char *what) {
+    const size_t huge = (size_t)2 << 20;
+    if (size && n > SIZE_MAX / size - huge) {
+        fasa_error(FASA_E_NOMEM, "%s: size %zu x %zu overflows", what, n, size);
+        return NULL;
+    }
+    const size_t bytes = n * size < huge ? n * size : (n * size + huge - 1) / huge * huge;
+    if (bytes < huge) return fasa_calloc(n, size, what);
+    void *p = aligned_alloc(huge, bytes);
+    if (!p) {
+        fasa_error(FASA_E_NOMEM, "%s: cannot allocate %zu bytes", what, bytes);
+        return NULL;
+    }
+#ifdef MADV_HUGEPAGE
+    madvise(p, bytes, MADV_HUGEPAGE); /* advice only: failure just means small pages */
+#endif
+    memset(p, 0, bytes);
     return p;
 }

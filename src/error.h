@@ -24,4 +24,10 @@ fasa_status fasa_error(fasa_status code, const char *fmt, ...) FASA_PRINTF(2, 3)
 void *fasa_malloc(size_t n, size_t size, const char *what);
 void *fasa_calloc(size_t n, size_t size, const char *what);
 
+/* For large, long-lived, randomly accessed buffers (KV and label caches):
+ * zeroed, 2 MiB aligned and backed by huge pages where the kernel allows, so
+ * that gathering scattered rows does not miss the TLB on every row. Freed
+ * with free(). */
+void *fasa_calloc_large(size_t n, size_t size, const char *what);
+
 #endif

@@ -21,8 +21,8 @@ fasa_status kv_init(fasa_kv *kv, int32_t n_layers, int32_t n_kv_heads, int32_t h
     kv->type = type;
     kv->elem_size = type == FASA_KV_F32 ? sizeof(float) : sizeof(uint16_t);
     size_t n = (size_t)n_layers * n_kv_heads * n_ctx * head_dim;
-    kv->k = fasa_malloc(n, kv->elem_size, "KV cache keys");
-    kv->v = kv->k ? fasa_malloc(n, kv->elem_size, "KV cache values") : NULL;
+    kv->k = fasa_calloc_large(n, kv->elem_size, "KV cache keys");
+    kv->v = kv->k ? fasa_calloc_large(n, kv->elem_size, "KV cache values") : NULL;
     if (!kv->k || !kv->v) {
         kv_free(kv);
         return FASA_E_NOMEM;

@@ -17,6 +17,13 @@ static inline float dot(const float *a, const float *b, int32_t d) {
     return s;
 }
 
+#define ATTN_PREFETCH 8
+
+static inline void prefetch_row(const fasa_kv *kv, const void *row) {
+    const size_t bytes = (size_t)kv->head_dim * kv->elem_size;
+    for (size_t b = 0; b < bytes; b += 64) __builtin_prefetch((const char *)row + b);
+}
+
 /* An f32 cache is read in place; an f16 row is widened into buf first. */
 static inline const float *row_f32(const fasa_kv *kv, const void *row, float *buf) {
     if (kv->type == FASA_KV_F32) return row;
@@ -28,9 +35,12 @@ void attn_dense_part(const fasa_kv *kv, int32_t layer, int32_t kv_head, const fl
                      const int32_t *idx, int32_t j0, int32_t j1, float scale, float *part, float *scratch) {
     const int32_t d = kv->head_dim, n = j1 - j0;
     float *w = scratch, *buf = scratch + (int64_t)n_q * n;
-    /* Logits: each key row is read once for the whole group. */
+    /* Logits: each key row is read once for the whole group. Gathered rows
+     * are scattered over the cache, so they are requested a few rows ahead:
+     * otherwise every row is a serial trip to memory. */
     for (int32_t j = 0; j < n; j++) {
         const int32_t pos = idx ? idx[j0 + j] : j0 + j;
+        if (idx && j + ATTN_PREFETCH < n) prefetch_row(kv, kv_k_row(kv, layer, kv_head, idx[j0 + j + ATTN_PREFETCH]));
         const float *k = row_f32(kv, kv_k_row(kv, layer, kv_head, pos), buf);
         for (int32_t g = 0; g < n_q; g++) w[(int64_t)g * n + j] = scale * dot(q + (int64_t)g * d, k, d);
     }
@@ -46,6 +56,8 @@ void attn_dense_part(const fasa_kv *kv, int32_t layer, int32_t kv_head, const fl
     }
     /* Weighted sum of values, 64 output lanes at a time held in registers
      * across all tokens (one value row of an f16 cache is widened per head). */
+    if (idx)
+        for (int32_t j = 0; j < n && j < 2 * ATTN_PREFETCH; j++) prefetch_row(kv, kv_v_row(kv, layer, kv_head, idx[j0 + j]));
     for (int32_t g = 0; g < n_q; g++) {
         const float *wg = w + (int64_t)g * n;
         float *o = part + (int64_t)g * (d + 2);
@@ -54,6 +66,8 @@ void attn_dense_part(const fasa_kv *kv, int32_t layer, int32_t kv_head, const fl
             float acc[64] = {0};
             for (int32_t j = 0; j < n; j++) {
                 const int32_t pos = idx ? idx[j0 + j] : j0 + j;
+                if (idx && g == 0 && c0 == 0 && j + 2 * ATTN_PREFETCH < n)
+                    prefetch_row(kv, kv_v_row(kv, layer, kv_head, idx[j0 + j + 2 * ATTN_PREFETCH]));
                 const float *v = row_f32(kv, kv_v_row(kv, layer, kv_head, pos), buf) + c0;
                 const float p = wg[j];
                 if (cw == 64)

@@ -24,19 +24,21 @@
 
 typedef struct fasa_state {
     int32_t lab_max;  /* label floats per token, the largest over KV heads */
+    int64_t ctx_blocks; /* label blocks per (layer, KV head) covering n_ctx */
     int32_t *n_lab;   /* [n_layers][n_kv_heads] label length */
     int32_t *coord;   /* [n_layers][n_kv_heads][lab_max] head coordinates, ascending */
     float *mask;      /* [n_layers][n_heads][lab_max] 1 where the coordinate is one of the query head's FCs */
-    float *labels;    /* [n_layers][n_kv_heads][n_ctx][lab_max] */
+    float *labels;    /* [n_layers][n_kv_heads][ctx_blocks][lab_max][FASA_LABEL_BLOCK] */
 } fasa_state;
 
 static int64_t lh_index(const attn_shape *s, int32_t layer, int32_t kv_head) {
     return (int64_t)layer * s->n_kv_heads + kv_head;
 }
 
-static float *label_row(const attn_policy *p, int32_t layer, int32_t kv_head, int32_t pos) {
+/* The labels of one (layer, KV head): n_ctx tokens in blocks of FASA_LABEL_BLOCK. */
+static float *label_base(const attn_policy *p, int32_t layer, int32_t kv_head) {
     const fasa_state *st = p->state;
-    return st->labels + (lh_index(&p->shape, layer, kv_head) * p->shape.n_ctx + pos) * st->lab_max;
+    return st->labels + lh_index(&p->shape, layer, kv_head) * st->ctx_blocks * FASA_LABEL_BLOCK * st->lab_max;
 }
 
 /* Chooses each query head's FCs as a flag array over the head's F chunks. */
@@ -132,11 +134,13 @@ static fasa_status fasa_init(attn_policy *p) {
     const int32_t per_q = 2 * p->params.n_tip;
     st->lab_max = p->params.fc_union == 2 ? (per_q * group < d ? per_q * group : d) : per_q;
     const size_t n_lh = (size_t)s->n_layers * s->n_kv_heads;
+    st->ctx_blocks = (s->n_ctx + FASA_LABEL_BLOCK - 1) / FASA_LABEL_BLOCK;
     if (!(st->n_lab = fasa_calloc(n_lh, sizeof *st->n_lab, "FASA label sizes")) ||
         !(st->coord = fasa_calloc(n_lh * st->lab_max, sizeof *st->coord, "FASA label coordinates")) ||
         !(st->mask = fasa_calloc((size_t)s->n_layers * s->n_heads * st->lab_max, sizeof *st->mask, "FASA masks")) ||
-        /* zeroed: rows shorter than lab_max are padded with zeros the scoring multiplies */
-        !(st->labels = fasa_calloc(n_lh * (size_t)s->n_ctx, (size_t)st->lab_max * sizeof(float), "FASA label cache"))) {
+        /* zeroed: labels shorter than lab_max are padded with zeros the scoring multiplies */
+        !(st->labels = fasa_calloc_large(n_lh * (size_t)st->ctx_blocks * FASA_LABEL_BLOCK,
+                                         (size_t)st->lab_max * sizeof(float), "FASA label cache"))) {
         fasa_free(p);
         return FASA_E_NOMEM;
     }
@@ -146,8 +150,8 @@ static fasa_status fasa_init(attn_policy *p) {
         return stt;
     }
     p->params.calib = NULL; /* the layout is built: the policy keeps no reference to the caller's calibration */
-    /* scores, top-k work, combined query weights, one widened key row */
-    p->scratch_floats = 2 * (int64_t)s->n_ctx + st->lab_max + d;
+    /* scores (whole blocks), top-k work, combined query weights */
+    p->scratch_floats = 2 * st->ctx_blocks * FASA_LABEL_BLOCK + st->lab_max;
     return FASA_OK;
 }
 
@@ -164,8 +168,9 @@ static void fasa_append(attn_policy *p, const fasa_kv *kv, int32_t layer, int32_
         }
         const int64_t lh = lh_index(&p->shape, layer, h);
         const int32_t *coord = st->coord + lh * st->lab_max;
-        float *lab = label_row(p, layer, h, pos);
-        for (int32_t c = 0; c < st->n_lab[lh]; c++) lab[c] = k[coord[c]];
+        float *lab = label_base(p, layer, h);
+        for (int32_t c = 0; c < st->n_lab[lh]; c++)
+            lab[fasa_label_index(pos, c, st->lab_max, FASA_LABEL_BLOCK)] = k[coord[c]];
     }
 }
 
@@ -177,22 +182,33 @@ static int32_t fasa_select(attn_policy *p, const attn_query *aq, int32_t *idx, f
     const int32_t d = s->head_dim, n = aq->n_keys, L = st->lab_max;
     const int64_t lh = lh_index(s, aq->layer, aq->kv_head);
     const int32_t n_lab = st->n_lab[lh], *coord = st->coord + lh * L;
-    float *scores = scratch, *work = scores + s->n_ctx, *w = work + s->n_ctx;
+    const int64_t cap = st->ctx_blocks * FASA_LABEL_BLOCK;
+    float *scores = scratch, *work = scores + cap, *w = work + cap;
     for (int32_t c = 0; c < L; c++) w[c] = 0.0f;
     for (int32_t g = 0; g < aq->n_q; g++) {
         const float *mask = st->mask + ((int64_t)aq->layer * s->n_heads + aq->q_head + g) * L;
         for (int32_t c = 0; c < n_lab; c++) w[c] += mask[c] * aq->q[(int64_t)g * d + coord[c]];
     }
-    fasa_tip_scores(w, label_row(p, aq->layer, aq->kv_head, 0), L, n, scores);
+    fasa_tip_scores(w, label_base(p, aq->layer, aq->kv_head), L, n, FASA_LABEL_BLOCK, scores);
     return attn_topk(scores, n, p->params.budget, idx, work);
 }
 
-void fasa_tip_scores(const float *w, const float *labels, int32_t n_label, int32_t n, float *scores) {
+void fasa_tip_scores(const float *w, const float *labels, int32_t n_label, int32_t n, int32_t block, float *scores) {
+    if (block == FASA_LABEL_BLOCK) {
+        /* Whole blocks; a partial last block scores stale or zero labels
+         * past n, which callers ignore. */
+        for (int32_t j0 = 0; j0 < n; j0 += FASA_LABEL_BLOCK) {
+            const float *b = labels + (int64_t)j0 * n_label;
+            float acc[FASA_LABEL_BLOCK] = {0};
+            for (int32_t c = 0; c < n_label; c++)
+                for (int32_t t = 0; t < FASA_LABEL_BLOCK; t++) acc[t] += w[c] * b[c * FASA_LABEL_BLOCK + t];
+            for (int32_t t = 0; t < FASA_LABEL_BLOCK; t++) scores[j0 + t] = acc[t];
+        }
+        return;
+    }
     for (int32_t j = 0; j < n; j++) {
-        const float *r = labels + (int64_t)j * n_label;
         float sc = 0.0f;
-#pragma omp simd reduction(+ : sc)
-        for (int32_t c = 0; c < n_label; c++) sc += w[c] * r[c];
+        for (int32_t c = 0; c < n_label; c++) sc += w[c] * labels[fasa_label_index(j, c, n_label, block)];
         scores[j] = sc;
     }
 }

@@ -51,7 +51,7 @@ fasa_status fasa_attention_step(const fasa_step *s) {
             w[c] = 0.0f;
             for (int32_t g = 0; g < n_q; g++) w[c] += s->q[(int64_t)(qh + g) * d + coord[c]];
         }
-        fasa_tip_scores(w, s->labels + (int64_t)h * n * L, L, n, scores);
+        fasa_tip_scores(w, s->labels + (int64_t)h * n * L, L, n, 1, scores);
         const int32_t m = attn_topk(scores, n, s->budget, idx, work);
         attn_dense_group(&kv, 0, h, s->q + (int64_t)qh * d, n_q, idx, m, scale, s->out + (int64_t)qh * d, scratch);
         if (s->selected)
