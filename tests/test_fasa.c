@@ -249,6 +249,46 @@ static void synthetic_cache(fasa_kv *kv, int n_layers, int n_kv, int d, int n) {
     free(k), free(v);
 }
 
+/* attn_topk against a definition: the k largest, ties to lower positions,
+ * returned in position order; on random, tied and sorted inputs, both of its
+ * paths (sampled threshold for large n, plain quickselect otherwise). */
+static void test_topk(void **state) {
+    static const int32_t ns[] = {1, 7, 100, 2047, 2048, 5000, 8192};
+    static const int32_t ks[] = {1, 3, 16, 256, 1000, 9000};
+    float *s = malloc(sizeof(float) * 8192), *work = malloc(sizeof(float) * 8192);
+    int32_t *idx = malloc(sizeof(int32_t) * 8192);
+    for (int kind = 0; kind < 4; kind++)
+        for (size_t a = 0; a < sizeof ns / sizeof ns[0]; a++)
+            for (size_t b = 0; b < sizeof ks / sizeof ks[0]; b++) {
+                const int32_t n = ns[a], k = ks[b];
+                for (int32_t j = 0; j < n; j++)
+                    s[j] = kind == 0 ? frand() : kind == 1 ? (float)(int)(4 * frand()) : kind == 2 ? (float)j : -(float)j;
+                const int32_t m = attn_topk(s, n, k, idx, work), want = k < n ? k : n;
+                assert_int_equal(m, want);
+                for (int32_t t = 1; t < m; t++) assert_true(idx[t] > idx[t - 1]);
+                /* Every chosen score beats every unchosen one, or ties it at a later position. */
+                int32_t t = 0;
+                float min_in = INFINITY;
+                int32_t last_tie_in = -1;
+                for (int32_t j = 0; j < n; j++) {
+                    if (t < m && idx[t] == j) {
+                        min_in = fminf(min_in, s[j]);
+                        t++;
+                    }
+                }
+                for (int32_t j = 0, u = 0; j < n; j++) {
+                    if (u < m && idx[u] == j) {
+                        if (s[j] == min_in) last_tie_in = j;
+                        u++;
+                        continue;
+                    }
+                    assert_true(s[j] <= min_in);
+                    if (s[j] == min_in) assert_true(j > last_tie_in);
+                }
+            }
+    free(s), free(work), free(idx);
+}
+
 static void test_fasa_all_fcs_equals_oracle(void **state) {
     enum { NL = 2, NH = 6, NKV = 2, D = 32, N = 400, BUDGET = 40 };
     const attn_shape shape = {NL, NH, NKV, D, N, FASA_ROPE_INTERLEAVED};
@@ -385,6 +425,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_calibration_deterministic_and_round_trip),
         cmocka_unit_test(test_step_matches_reference),
+        cmocka_unit_test(test_topk),
         cmocka_unit_test(test_fasa_all_fcs_equals_oracle),
         cmocka_unit_test(test_budget_covering_context_equals_full),
         cmocka_unit_test(test_sparse_policy_late_install),

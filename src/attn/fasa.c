@@ -200,8 +200,11 @@ void fasa_tip_scores(const float *w, const float *labels, int32_t n_label, int32
         for (int32_t j0 = 0; j0 < n; j0 += FASA_LABEL_BLOCK) {
             const float *b = labels + (int64_t)j0 * n_label;
             float acc[FASA_LABEL_BLOCK] = {0};
-            for (int32_t c = 0; c < n_label; c++)
-                for (int32_t t = 0; t < FASA_LABEL_BLOCK; t++) acc[t] += w[c] * b[c * FASA_LABEL_BLOCK + t];
+            for (int32_t c = 0; c < n_label; c++) {
+                const float wc = w[c];
+#pragma omp simd
+                for (int32_t t = 0; t < FASA_LABEL_BLOCK; t++) acc[t] += wc * b[c * FASA_LABEL_BLOCK + t];
+            }
             for (int32_t t = 0; t < FASA_LABEL_BLOCK; t++) scores[j0 + t] = acc[t];
         }
         return;

@@ -123,20 +123,57 @@ static float kth_largest(float *v, int32_t n, int32_t k) {
     return v[want];
 }
 
+/* Writes to idx, in position order, the candidates cand[0..m) (positions
+ * stored in float-sized slots, read with memcpy) whose score beats thr, plus
+ * as many ties at thr as fit in k. cand may be NULL for 0..m-1. */
+static int32_t keep_above(const float *scores, const float *cand, int32_t m, float thr, int32_t k, int32_t *idx) {
+    int32_t above = 0, ties, out = 0;
+    for (int32_t i = 0; i < m; i++) {
+        int32_t j = i;
+        if (cand) memcpy(&j, cand + i, sizeof j);
+        above += scores[j] > thr;
+    }
+    ties = k - above;
+    for (int32_t i = 0; i < m; i++) {
+        int32_t j = i;
+        if (cand) memcpy(&j, cand + i, sizeof j);
+        if (scores[j] > thr || (scores[j] == thr && ties-- > 0)) idx[out++] = j;
+    }
+    return out;
+}
+
 int32_t attn_topk(const float *scores, int32_t n, int32_t k, int32_t *idx, float *work) {
     if (k >= n) {
         for (int32_t i = 0; i < n; i++) idx[i] = i;
         return n;
     }
     if (k <= 0) return 0;
-    memcpy(work, scores, (size_t)n * sizeof *work);
-    const float thr = kth_largest(work, n, k);
-    /* Everything above the threshold, then threshold ties in position order. */
-    int32_t above = 0;
-    for (int32_t i = 0; i < n; i++) above += scores[i] > thr;
-    int32_t ties = k - above, m = 0;
-    for (int32_t i = 0; i < n; i++) {
-        if (scores[i] > thr || (scores[i] == thr && ties-- > 0)) idx[m++] = i;
+    /* For a small k out of many, a sample gives a threshold that a few
+     * percent of the scores pass; one branch-free pass collects those (their
+     * positions in the first half of work, their scores in the second), and
+     * the exact selection runs on them alone. Quickselect over all n scores
+     * mispredicts about every other comparison. */
+    enum { SAMPLE = 256 };
+    const int32_t half = n / 2;
+    if (n >= 8 * SAMPLE && k <= n / 8) {
+        const int32_t want = (int32_t)((int64_t)k * SAMPLE / n) * 2 + 8; /* rank in the sample, with margin */
+        for (int32_t i = 0; i < SAMPLE; i++) work[i] = scores[(int64_t)i * n / SAMPLE];
+        const float thr0 = kth_largest(work, SAMPLE, want);
+        int32_t m = 0;
+        for (int32_t j = 0; j < n && m < half; j++) {
+            memcpy(work + m, &j, sizeof j);
+            m += scores[j] >= thr0;
+        }
+        if (m >= k && m < half) {
+            for (int32_t i = 0; i < m; i++) {
+                int32_t j;
+                memcpy(&j, work + i, sizeof j);
+                work[half + i] = scores[j];
+            }
+            return keep_above(scores, work, m, kth_largest(work + half, m, k), k, idx);
+        }
+        /* The sample misjudged the threshold: select over everything. */
     }
-    return m;
+    memcpy(work, scores, (size_t)n * sizeof *work);
+    return keep_above(scores, NULL, n, kth_largest(work, n, k), k, idx);
 }
