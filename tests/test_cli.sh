@@ -86,5 +86,22 @@ python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["ppl"] < 1
 expect_error "stride over ctx" "--stride 256 is larger than the window" "$FASA" perplexity -m "$MODEL" -f "$tmp/ppl.txt" -c 128 --stride 256
 expect_error "text shorter than window" "fewer than one window" "$FASA" perplexity -m "$MODEL" -f "$tmp/ppl.txt" -c 4096
 
+# Attention policies and calibration files.
+expect_error "unknown attn" "unknown --attn method 'bogus'" "$FASA" generate -m "$MODEL" -p hi --attn bogus
+expect_error "budget zero" "--budget expects an integer" "$FASA" generate -m "$MODEL" -p hi --attn stream --budget 0
+expect_error "budget missing" "token budget must be >= 1" "$FASA" generate -m "$MODEL" -p hi --attn stream
+expect_error "fasa without calib" "needs a calibration" "$FASA" generate -m "$MODEL" -p hi --attn fasa --budget 16
+expect_error "missing calib file" "cannot open calibration" "$FASA" generate -m "$MODEL" -p hi --attn fasa --budget 16 --calib "$tmp/none.json"
+echo '{"format": "fasa-calibration", "version": 1, "model": {"arch": "llama", "n_layers": 2' > "$tmp/trunc.json"
+expect_error "truncated calib" "not valid JSON" "$FASA" generate -m "$MODEL" -p hi --attn fasa --budget 16 --calib "$tmp/trunc.json"
+expect_error "calibrate no output" "give the calibration text" "$FASA" calibrate -m "$MODEL" -f "$tmp/ppl.txt"
+expect_error "calibrate short text" "too short" "$FASA" calibrate -m "$MODEL" -f "$tmp/ppl.txt" -o "$tmp/c.json" --tokens 300 --budget 256
+expect_error "ca without calib" "need a calibration" "$FASA" ca -m "$MODEL" -f "$tmp/ppl.txt" --ctx 256
+expect_error "ca ctx over text" "needs more" "$FASA" ca -m "$MODEL" -f "$tmp/ppl.txt" --ctx 4000 --methods stream
+expect_ok "perplexity stream decode" "$FASA" perplexity -m "$MODEL" -f "$tmp/ppl.txt" -c 256 --decode 16 --attn stream --budget 32 --json
+python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["attn"] == "stream" and d["tokens"] == 16 * d["windows"], d' "$tmp/out" && ok || bad "sparse perplexity JSON: $(cat "$tmp/out")"
+expect_ok "ca stream" "$FASA" ca -m "$MODEL" -f "$tmp/ppl.txt" --ctx 200 --decode 2 --methods stream,random --budgets 16,64 --json
+python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); r=d["rows"]; assert [x["method"] for x in r] == ["stream", "random"] and all(0 <= v <= 1 for x in r for v in x["ca"]), d' "$tmp/out" && ok || bad "ca JSON: $(cat "$tmp/out")"
+
 echo "$passes passed, $fails failed"
 [ $fails -eq 0 ]
