@@ -6,7 +6,8 @@
  * calibration, which changes which coordinates are read, not how many.
  *
  * usage: bench_attention [-m MODEL] [-t THREADS] [--ctx 2048,4096,8192] [--reps N]
- *                        [--budget N] [--fc N] [--calib FILE] [--method NAME] [--kv-type f32|f16] */
+ *                        [--budget N] [--fc N] [--calib FILE] [--method NAME] [--select head|group]
+ *                        [--kv-type f32|f16] */
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,13 +20,13 @@
 
 typedef struct opts {
     const char *model, *ctx_list, *calib, *method;
-    int threads, reps, budget, n_tip;
+    int threads, reps, budget, n_tip, per_head;
     fasa_kv_type kv_type;
 } opts;
 
 static int usage(void) {
     fprintf(stderr, "usage: bench_attention [-m MODEL] [-t THREADS] [--ctx LIST] [--reps N] [--budget N] [--fc N]\n"
-                    "                       [--calib FILE] [--method NAME] [--kv-type f32|f16]\n");
+                    "                       [--calib FILE] [--method NAME] [--select head|group] [--kv-type f32|f16]\n");
     return 1;
 }
 
@@ -56,7 +57,7 @@ static void time_policy(fasa_context *c, const fasa_model_info *in, int T, int r
 
 int main(int argc, char **argv) {
     opts o = {"models/SmolLM2-135M-Instruct.Q4_1.gguf", "2048,4096,8192", NULL, "fasa", omp_get_num_procs(), 21,
-              256, 8, FASA_KV_F32};
+              256, 8, 0, FASA_KV_F32};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!v) return usage();
@@ -68,6 +69,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--fc")) o.n_tip = atoi(v);
         else if (!strcmp(a, "--calib")) o.calib = v;
         else if (!strcmp(a, "--method")) o.method = v;
+        else if (!strcmp(a, "--select")) o.per_head = strcmp(v, "head") ? 2 : 1;
         else if (!strcmp(a, "--kv-type")) o.kv_type = strcmp(v, "f16") ? FASA_KV_F32 : FASA_KV_F16;
         else return usage();
         i++;
@@ -112,7 +114,8 @@ int main(int argc, char **argv) {
         bench_fill_kv(&c->kv, T - 1);
         double fa, fs, sa, ss;
         time_policy(c, &in, T, o.reps, &fa, &fs);
-        const fasa_attn_params ap = {.method = o.method, .budget = o.budget, .n_tip = o.n_tip, .calib = cal};
+        const fasa_attn_params ap = {.method = o.method, .budget = o.budget, .n_tip = o.n_tip, .calib = cal,
+                                     .per_head = o.per_head};
         if (fasa_context_set_attention(c, &ap) != FASA_OK) {
             fprintf(stderr, "bench_attention: %s\n", fasa_last_error());
             return 1;
