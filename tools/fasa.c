@@ -13,6 +13,8 @@ static const struct {
     {"perplexity", cmd_perplexity, "measure perplexity of a model on a text file"},
     {"calibrate", cmd_calibrate, "find each head's dominant RoPE frequency chunks (for --attn fasa)"},
     {"ca", cmd_ca, "contextual-agreement table: how well each method recovers the exact top-k"},
+    {"eval", cmd_eval, "evaluate methods side by side: ppl, needle, gen, ca (results to a folder)"},
+    {"report", cmd_report, "tables and plots from a `fasa eval` results folder"},
 };
 
 static void usage(FILE *f) {

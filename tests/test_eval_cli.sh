@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# fasa eval and fasa report end to end: bad arguments give a one-line error
+# and a non-zero exit before any expensive work; a tiny evaluation writes one
+# line per cell and a rerun adds nothing; report renders tables.
+# usage: test_eval_cli.sh FASA_BINARY MODEL
+set -uo pipefail
+FASA=$1
+MODEL=$2
+SRC=${FASA_SOURCE_DIR:-$(cd "$(dirname "$0")/.." && pwd)}
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+fails=0
+passes=0
+
+ok() { passes=$((passes + 1)); }
+bad() { echo "FAIL: $*"; fails=$((fails + 1)); }
+
+expect_error() {
+    local name=$1 pattern=$2; shift 2
+    "$@" >"$tmp/out" 2>"$tmp/err" </dev/null
+    local rc=$?
+    if [ $rc -eq 0 ]; then bad "$name: exit 0, expected failure"; return; fi
+    if [ $rc -ge 128 ]; then bad "$name: killed by signal $((rc - 128))"; return; fi
+    if ! grep -qE -- "$pattern" "$tmp/err"; then bad "$name: stderr lacks /$pattern/: $(head -c 300 "$tmp/err")"; return; fi
+    ok
+}
+
+expect_ok() {
+    local name=$1; shift
+    if ! "$@" >"$tmp/out" 2>"$tmp/err" </dev/null; then bad "$name: failed: $(head -c 300 "$tmp/err")"; return; fi
+    ok
+}
+
+for i in $(seq 1 30); do
+    echo "It was a bright cold day in April, and the clocks were striking thirteen. The hallway smelt of boiled cabbage."
+done > "$tmp/text.txt"
+E=("$FASA" eval ppl -m "$MODEL" --text "$tmp/text.txt" --out "$tmp/e" -t 1)
+
+expect_ok "eval --help" "$FASA" eval --help
+grep -q "usage: fasa eval TASK" "$tmp/out" && ok || bad "eval --help lacks usage"
+expect_error "no task" "name a task: ppl, needle, gen or ca" "$FASA" eval
+expect_error "unknown task" "unknown task 'bogus'" "$FASA" eval bogus
+expect_error "unknown method" "unknown method 'bogus' \(known: full, fasa" "${E[@]}" --attn full,bogus
+expect_error "budget 0" "--budget: expected a comma list of integers in \[1, " "${E[@]}" --attn stream --budget 0
+expect_error "bad budget list" "--budget" "${E[@]}" --attn stream --budget 64,x
+expect_error "context over the limit" "--ctx 8000 \+ --decode 512 = 8512 tokens exceeds the model's context of 8192" \
+    "${E[@]}" --attn full --ctx 8000 --decode 512
+expect_error "fasa without calibration" "the fasa rows need a calibration: pass --calib FILE" "${E[@]}" --attn fasa
+expect_error "missing calibration file" "$tmp/none.json" "${E[@]}" --attn fasa --calib "$tmp/none.json"
+expect_error "N_tip too large" "N_tip 64: the model.s heads have 32 frequency chunks" "${E[@]}" --attn fasa --fc 64
+expect_error "missing text" "cannot open evaluation text '$tmp/none.txt'.*make-data" \
+    "$FASA" eval ppl -m "$MODEL" --text "$tmp/none.txt" --out "$tmp/e" --attn full
+expect_error "unknown kind" "--kinds: unknown kind 'haystack'" "$FASA" eval needle -m "$MODEL" --kinds passkey,haystack
+expect_error "bad depth" "--depths expects a number in \[0, 1\], got '1.5'" "$FASA" eval needle -m "$MODEL" --depths 0.5,1.5
+expect_error "bad haystack" "--haystack expects book or filler" "$FASA" eval needle -m "$MODEL" --haystack sea
+expect_error "unknown flag" "unknown option '--bogus'" "$FASA" eval ppl --bogus
+expect_error "report without results" "cannot open results file '$tmp/nothing/results.jsonl'" "$FASA" report "$tmp/nothing"
+expect_error "report without folder" "give exactly one results folder" "$FASA" report
+
+# A tiny run: 2 cells, then a rerun that measures nothing.
+expect_ok "tiny eval" "${E[@]}" --attn full,stream --budget 16 --ctx 64 --decode 4 --samples 1
+[ "$(wc -l < "$tmp/e/results.jsonl")" -eq 2 ] && ok || bad "tiny eval wrote $(wc -l < "$tmp/e/results.jsonl") lines, expected 2"
+grep -q "2 of 2 cells to measure" "$tmp/err" && ok || bad "no progress summary: $(head -c 300 "$tmp/err")"
+grep -qE "ETA" "$tmp/err" && ok || bad "no ETA in progress"
+expect_ok "tiny eval again" "${E[@]}" --attn full,stream --budget 16 --ctx 64 --decode 4 --samples 1
+[ "$(wc -l < "$tmp/e/results.jsonl")" -eq 2 ] && ok || bad "rerun added lines: $(wc -l < "$tmp/e/results.jsonl")"
+grep -q "every cell is already in" "$tmp/err" && ok || bad "rerun did not say it skipped: $(head -c 300 "$tmp/err")"
+python3 -c '
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+assert {r["label"] for r in rows} == {"full", "stream"}, rows
+for r in rows:
+    for k in ("task", "method", "budget", "n_tip", "ctx", "sample", "score", "seconds", "nll", "cell"):
+        assert k in r, (k, r)
+    assert r["task"] == "ppl" and r["ctx"] == 64 and r["decode"] == 4 and r["ppl"] > 1
+' "$tmp/e/results.jsonl" && ok || bad "result lines lack documented fields: $(head -c 400 "$tmp/e/results.jsonl")"
+expect_ok "report tiny" "$FASA" report --no-plots "$tmp/e"
+grep -q "## ppl" "$tmp/out" && grep -q "| stream |" "$tmp/out" && ok || bad "tiny report: $(head -c 400 "$tmp/out")"
+[ -s "$tmp/e/report.md" ] && ok || bad "report.md not written"
+
+# The committed small results file.
+mkdir -p "$tmp/g"
+cp "$SRC/tests/golden/eval_results_small.jsonl" "$tmp/g/results.jsonl"
+expect_ok "report golden" "$FASA" report --no-plots "$tmp/g"
+grep -qF "| fasa-8 | 1.3404 | **1.0217** |" "$tmp/g/report.md" && ok || bad "golden report: $(head -c 600 "$tmp/g/report.md")"
+
+echo "$passes passed, $fails failed"
+[ $fails -eq 0 ]
