@@ -6,30 +6,7 @@
 set -uo pipefail
 FASA=$1
 MODEL=$2
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fails=0
-passes=0
-
-ok() { passes=$((passes + 1)); }
-bad() { echo "FAIL: $*"; fails=$((fails + 1)); }
-
-# expect_error NAME PATTERN CMD...: non-zero exit, and stderr matches PATTERN.
-expect_error() {
-    local name=$1 pattern=$2; shift 2
-    "$@" >"$tmp/out" 2>"$tmp/err" </dev/null
-    local rc=$?
-    if [ $rc -eq 0 ]; then bad "$name: exit 0, expected failure"; return; fi
-    if [ $rc -ge 128 ]; then bad "$name: killed by signal $((rc - 128))"; return; fi
-    if ! grep -qE -- "$pattern" "$tmp/err"; then bad "$name: stderr lacks /$pattern/: $(head -c 300 "$tmp/err")"; return; fi
-    ok
-}
-
-expect_ok() {
-    local name=$1; shift
-    if ! "$@" >"$tmp/out" 2>"$tmp/err" </dev/null; then bad "$name: failed: $(head -c 300 "$tmp/err")"; return; fi
-    ok
-}
+source "$(dirname "$0")/cli_lib.sh"
 
 expect_ok version "$FASA" --version
 grep -q '^fasa [0-9]' "$tmp/out" && ok || bad "version output: $(cat "$tmp/out")"
@@ -103,5 +80,4 @@ python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["attn"] ==
 expect_ok "ca stream" "$FASA" ca -m "$MODEL" -f "$tmp/ppl.txt" --ctx 200 --decode 2 --methods stream,random --budgets 16,64 --json
 python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); r=d["rows"]; assert [x["method"] for x in r] == ["stream", "random"] and all(0 <= v <= 1 for x in r for v in x["ca"]), d' "$tmp/out" && ok || bad "ca JSON: $(cat "$tmp/out")"
 
-echo "$passes passed, $fails failed"
-[ $fails -eq 0 ]
+cli_summary

@@ -7,29 +7,7 @@ set -uo pipefail
 FASA=$1
 MODEL=$2
 SRC=${FASA_SOURCE_DIR:-$(cd "$(dirname "$0")/.." && pwd)}
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fails=0
-passes=0
-
-ok() { passes=$((passes + 1)); }
-bad() { echo "FAIL: $*"; fails=$((fails + 1)); }
-
-expect_error() {
-    local name=$1 pattern=$2; shift 2
-    "$@" >"$tmp/out" 2>"$tmp/err" </dev/null
-    local rc=$?
-    if [ $rc -eq 0 ]; then bad "$name: exit 0, expected failure"; return; fi
-    if [ $rc -ge 128 ]; then bad "$name: killed by signal $((rc - 128))"; return; fi
-    if ! grep -qE -- "$pattern" "$tmp/err"; then bad "$name: stderr lacks /$pattern/: $(head -c 300 "$tmp/err")"; return; fi
-    ok
-}
-
-expect_ok() {
-    local name=$1; shift
-    if ! "$@" >"$tmp/out" 2>"$tmp/err" </dev/null; then bad "$name: failed: $(head -c 300 "$tmp/err")"; return; fi
-    ok
-}
+source "$(dirname "$0")/cli_lib.sh"
 
 for i in $(seq 1 30); do
     echo "It was a bright cold day in April, and the clocks were striking thirteen. The hallway smelt of boiled cabbage."
@@ -84,5 +62,4 @@ cp "$SRC/tests/golden/eval_results_small.jsonl" "$tmp/g/results.jsonl"
 expect_ok "report golden" "$FASA" report --no-plots "$tmp/g"
 grep -qF "| fasa-8 | 1.3404 | **1.0217** |" "$tmp/g/report.md" && ok || bad "golden report: $(head -c 600 "$tmp/g/report.md")"
 
-echo "$passes passed, $fails failed"
-[ $fails -eq 0 ]
+cli_summary
