@@ -11,7 +11,7 @@ FASA=${FASA:-build/fasa}
 CALIB=calib/smollm2.json
 OUT=out/demo
 
-[ -s data/austen/persuasion.txt ] || bash scripts/make-data.sh
+[ -s data/austen/persuasion.txt ] && [ -s data/code/python-stdlib.txt ] || bash scripts/make-data.sh
 
 echo "== 1. a chat answer (SmolLM2-135M-Instruct, greedy) =="
 $FASA generate --chat --temp 0 -n 80 -p "Explain in three sentences why the sky is blue."
