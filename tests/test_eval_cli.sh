@@ -34,6 +34,11 @@ expect_error "bad haystack" "--haystack expects book or filler" "$FASA" eval nee
 expect_error "unknown flag" "unknown option '--bogus'" "$FASA" eval ppl --bogus
 expect_error "report without results" "cannot open results file '$tmp/nothing/results.jsonl'" "$FASA" report "$tmp/nothing"
 expect_error "report without folder" "give exactly one results folder" "$FASA" report
+: > "$tmp/afile"
+expect_error "results folder is a file" "results folder '$tmp/afile' exists but is not a folder" \
+    "$FASA" eval ppl -m "$MODEL" --text "$tmp/text.txt" --out "$tmp/afile" --attn full --ctx 64 --decode 4
+expect_error "results folder under a file" "cannot create results folder '$tmp/afile/x': Not a directory" \
+    "$FASA" eval ppl -m "$MODEL" --text "$tmp/text.txt" --out "$tmp/afile/x" --attn full --ctx 64 --decode 4
 
 # A tiny run: 2 cells, then a rerun that measures nothing.
 expect_ok "tiny eval" "${E[@]}" --attn full,stream --budget 16 --ctx 64 --decode 4 --samples 1
@@ -43,6 +48,9 @@ grep -qE "ETA" "$tmp/err" && ok || bad "no ETA in progress"
 expect_ok "tiny eval again" "${E[@]}" --attn full,stream --budget 16 --ctx 64 --decode 4 --samples 1
 [ "$(wc -l < "$tmp/e/results.jsonl")" -eq 2 ] && ok || bad "rerun added lines: $(wc -l < "$tmp/e/results.jsonl")"
 grep -q "every cell is already in" "$tmp/err" && ok || bad "rerun did not say it skipped: $(head -c 300 "$tmp/err")"
+expect_ok "results folder with missing parents" "$FASA" eval ppl -m "$MODEL" --text "$tmp/text.txt" \
+    --out "$tmp/deep/er/e" -t 1 --attn full --ctx 64 --decode 4 --samples 1
+[ -s "$tmp/deep/er/e/results.jsonl" ] && ok || bad "no results in a folder made with its parents"
 python3 -c '
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]

@@ -10,9 +10,10 @@
  *             graph (median of replays), achieved GB/s, device memory;
  *             also writes CSV rows to the file given by --csv.
  *
+ * --quick     with --bench: contexts 4K, 32K and 128K only.
  * --profile   a few steps for a profiler (per-kernel durations with ncu).
  *
- * usage: fasa_step [--validate] [--small] [--bench] [--csv FILE] [--profile] */
+ * usage: fasa_step [--validate] [--small] [--bench] [--quick] [--csv FILE] [--profile] */
 #include "common.cuh"
 
 extern "C" {
@@ -135,46 +136,66 @@ static int validate_case(const shape &s, const variant &v, int n, rng64 *r) {
     std::vector<double> labels;
     host_labels(K.data(), s.n_kv, n, s.D, lab_idx.data(), n_lab, v.lt == FASA_CUDA_LABEL_I8, labels);
     const int U = fasa_cuda_ctx_n_units(ctx), hpu = s.n_heads / U;
-    struct tuning_case { const char *name; int fused, pdl; };
-    const tuning_case tunings[] = {{"3 launches+PDL", 0, 1}, {"3 launches", 0, 0}, {"fused+PDL", 1, 1}};
-    for (const tuning_case &tc : tunings)
-        for (int n_fac : {256, 1000}) {
-            if (n_fac >= n) continue;
-            fasa_cuda_tuning tu;
-            fasa_cuda_ctx_get_tuning(ctx, &tu);
-            tu.fused = tc.fused;
-            tu.pdl = tc.pdl;
-            fasa_cuda_ctx_set_tuning(ctx, &tu);
-            run(n_fac);
-            std::vector<int32_t> sel((size_t)U * n_fac);
-            TRY(fasa_cuda_ctx_read_selection(ctx, n_fac, sel.data()));
-            bool sets_ok = true;
-            int outside = 0;
-            const char *why = "";
-            for (int u = 0; u < U; ++u) {
-                std::vector<double> sc;
-                const int head0 = u * hpu, kvh = head0 / group;
-                host_scores(labels, q.data(), s.D, n, n_lab, lab_idx.data(), kvh, head0, hpu, sc);
-                double smax = 0;
-                for (double x : sc) smax = std::max(smax, fabs(x));
-                bool ok;
-                const char *w;
-                outside = std::max(outside, check_topk(sc, &sel[(size_t)u * n_fac], n_fac, 1e-5 * smax + 1e-6, &ok, &w));
-                if (!ok) sets_ok = false, why = w;
-            }
-            snprintf(msg, sizeof msg, "(%s, n_fac %d: %s; at most %d tied tokens differ)", tc.name, n_fac,
-                     sets_ok ? "exact" : why, outside);
-            fails += check(sets_ok, "selected sets == CPU top-n_fac of the label scores", msg);
-            if (!sets_ok) continue;
-            for (int h = 0; h < s.n_heads; ++h) {
-                const size_t off = (size_t)(h / group) * n * s.D;
-                ref_attention(&q[(size_t)h * s.D], &K[off], &V[off], s.D, &sel[(size_t)(h / hpu) * n_fac], n_fac,
-                              &ref[(size_t)h * s.D]);
-            }
-            e = rel_error(got.data(), ref.data(), got.size());
-            snprintf(msg, sizeof msg, "(%s, n_fac %d: rel.err %.2e)", tc.name, n_fac, e);
-            fails += check(e < 1e-3, "FASA output == exact attention over the selected tokens", msg);
+    struct tuning_case { const char *name; int fused, pdl, cluster; };
+    const tuning_case tunings[] = {{"3 launches+PDL", 0, 1, -1}, {"3 launches", 0, 0, -1}, {"fused+PDL", 1, 1, -1},
+                                   {"cluster auto+PDL", 0, 1, 0},  {"cluster auto", 0, 0, 0},
+                                   {"cluster 1", 0, 1, 1},         {"cluster 2", 0, 1, 2},
+                                   {"cluster 4", 0, 1, 4},         {"cluster 8", 0, 1, 8},
+                                   {"cluster 13", 0, 1, 13},       {"cluster 16", 0, 1, 16}};
+    /* Every score equal (q = 0): the boundary bin holds every token, more
+     * than the cluster kernel stages in shared memory when n is large. */
+    for (int zero_q = 0; zero_q < 2; ++zero_q) {
+        if (zero_q) {
+            std::fill(q.begin(), q.end(), 0.f);
+            TRY(fasa_cuda_upload(ctx, dq, q.data(), q.size() * 4));
         }
+        for (const tuning_case &tc : tunings)
+            for (int n_fac : {256, 1000}) {
+                if (n_fac >= n) continue;
+                if (zero_q && tc.cluster < 0 && tc.pdl == 0) continue;
+                fasa_cuda_tuning tu;
+                fasa_cuda_ctx_get_tuning(ctx, &tu);
+                tu.fused = tc.fused;
+                tu.pdl = tc.pdl;
+                tu.cluster = tc.cluster;
+                fasa_cuda_ctx_set_tuning(ctx, &tu);
+                /* a cluster size this device or context cannot run is skipped, not failed */
+                if (tc.cluster >= 0 && fasa_cuda_ctx_cluster_size(ctx) == 0) continue;
+                char name[64];
+                snprintf(name, sizeof name, "%s%s%s", zero_q ? "q = 0, " : "", tc.name,
+                         tc.cluster == 0 ? " (chosen)" : "");
+                run(n_fac);
+                std::vector<int32_t> sel((size_t)U * n_fac);
+                TRY(fasa_cuda_ctx_read_selection(ctx, n_fac, sel.data()));
+                bool sets_ok = true;
+                int outside = 0;
+                const char *why = "";
+                for (int u = 0; u < U; ++u) {
+                    std::vector<double> sc;
+                    const int head0 = u * hpu, kvh = head0 / group;
+                    host_scores(labels, q.data(), s.D, n, n_lab, lab_idx.data(), kvh, head0, hpu, sc);
+                    double smax = 0;
+                    for (double x : sc) smax = std::max(smax, fabs(x));
+                    bool ok;
+                    const char *w;
+                    outside = std::max(outside,
+                                       check_topk(sc, &sel[(size_t)u * n_fac], n_fac, 1e-5 * smax + 1e-6, &ok, &w));
+                    if (!ok) sets_ok = false, why = w;
+                }
+                snprintf(msg, sizeof msg, "(%s, n_fac %d: %s; at most %d tied tokens differ)", name, n_fac,
+                         sets_ok ? "exact" : why, outside);
+                fails += check(sets_ok, "selected sets == CPU top-n_fac of the label scores", msg);
+                if (!sets_ok) continue;
+                for (int h = 0; h < s.n_heads; ++h) {
+                    const size_t off = (size_t)(h / group) * n * s.D;
+                    ref_attention(&q[(size_t)h * s.D], &K[off], &V[off], s.D, &sel[(size_t)(h / hpu) * n_fac], n_fac,
+                                  &ref[(size_t)h * s.D]);
+                }
+                e = rel_error(got.data(), ref.data(), got.size());
+                snprintf(msg, sizeof msg, "(%s, n_fac %d: rel.err %.2e)", name, n_fac, e);
+                fails += check(e < 1e-3, "FASA output == exact attention over the selected tokens", msg);
+            }
+    }
     fasa_status bad_budget = fasa_cuda_fasa_step(l, 0, dq, dout);
     fails += check(bad_budget == FASA_E_ARG, "n_fac = 0 is refused with FASA_E_ARG", fasa_last_error());
 
@@ -280,11 +301,12 @@ static double step_us(stack *st, int n_fac, unsigned stages, bool graph) {
     return ms * 1e3 / st->layers.size();
 }
 
-static void set_tuning(stack *st, int fused, int pdl) {
+static void set_tuning(stack *st, int fused, int pdl, int cluster) {
     fasa_cuda_tuning t;
     fasa_cuda_ctx_get_tuning(st->ctx, &t);
     t.fused = fused;
     t.pdl = pdl;
+    t.cluster = cluster;
     fasa_cuda_ctx_set_tuning(st->ctx, &t);
 }
 
@@ -300,7 +322,7 @@ static void report(const shape &s, int n, const char *method, int n_tip, int n_f
                 dev_bytes / 1048576.0);
 }
 
-static void bench(uint64_t seed) {
+static void bench(uint64_t seed, bool quick) {
     cudaStream_t st;
     CHECK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
     const double copy = copy_bandwidth_gbs(st);
@@ -314,7 +336,8 @@ static void bench(uint64_t seed) {
         fprintf(csv, "shape,n,method,n_tip,n_fac,us_per_layer,gbs,device_mb_per_layer\n");
         fprintf(csv, "all,0,copy bandwidth,0,0,0,%.1f,0\n", copy);
     }
-    const int ns[] = {4096, 16384, 32768, 65536, 131072};
+    const std::vector<int> ns = quick ? std::vector<int>{4096, 32768, 131072}
+                                      : std::vector<int>{4096, 16384, 32768, 65536, 131072};
     for (const shape &s : SHAPES)
         for (int n : ns) {
             const double kv_bytes = 4.0 * s.n_kv * (double)n * s.D;
@@ -346,32 +369,41 @@ static void bench(uint64_t seed) {
                         const double us = step_us(&sk, n_fac, 7, true);
                         report(s, n, name, n_tip, n_fac, us, lab_bytes + rows, dense_us, dev, copy);
                         if (main_variant && n_fac == 256) {
-                            /* Where the time goes: stages timed alone (graph), eager launches, the
-                             * unfused three-launch pipeline, and programmatic dependent launch. */
+                            /* The default (three launches) split into its stages (timed alone in a
+                             * graph), eagerly launched, without PDL; then the alternatives: the
+                             * attention fused into the selection, and the one-kernel cluster step. */
+                            const double t_eager = step_us(&sk, n_fac, 7, false);
+                            report(s, n, "  no graph", n_tip, n_fac, t_eager, lab_bytes + rows, dense_us, dev, copy);
+                            set_tuning(&sk, 0, 0, -1);
+                            const double l_np = step_us(&sk, n_fac, 7, true);
+                            report(s, n, "  no PDL", n_tip, n_fac, l_np, lab_bytes + rows, dense_us, dev, copy);
+                            set_tuning(&sk, 0, 1, -1);
                             const double t_tip = step_us(&sk, n_fac, 1, true);
                             const double t_att = step_us(&sk, n_fac, 4, true);
-                            const double t_eager = step_us(&sk, n_fac, 7, false);
                             report(s, n, "  stage: TIP alone", n_tip, n_fac, t_tip, lab_bytes, dense_us, dev, copy);
                             /* selection consumes the histogram TIP builds: timed as step - TIP - attention */
                             report(s, n, "  stage: select (diff)", n_tip, n_fac, us - t_tip - t_att, 0, dense_us, dev,
                                    copy);
                             report(s, n, "  stage: attention alone", n_tip, n_fac, t_att, rows, dense_us, dev, copy);
-                            report(s, n, "  whole step, no graph", n_tip, n_fac, t_eager, lab_bytes + rows, dense_us,
-                                   dev, copy);
-                            set_tuning(&sk, 0, 0);
-                            const double np_all = step_us(&sk, n_fac, 7, true);
-                            report(s, n, "  without PDL", n_tip, n_fac, np_all, lab_bytes + rows, dense_us, dev, copy);
-                            set_tuning(&sk, 1, 1);
+                            set_tuning(&sk, 0, 1, 0);
+                            const int C = fasa_cuda_ctx_cluster_size(sk.ctx);
+                            if (C > 0) {
+                                char cname[64];
+                                snprintf(cname, sizeof cname, "  one kernel, clusters of %d", C);
+                                const double c_all = step_us(&sk, n_fac, 7, true);
+                                report(s, n, cname, n_tip, n_fac, c_all, lab_bytes + rows, dense_us, dev, copy);
+                            }
+                            set_tuning(&sk, 1, 1, -1);
                             const double f_all = step_us(&sk, n_fac, 7, true);
-                            report(s, n, "  fused select+attention", n_tip, n_fac, f_all, lab_bytes + rows, dense_us,
+                            report(s, n, "  2 launches (fused attn)", n_tip, n_fac, f_all, lab_bytes + rows, dense_us,
                                    dev, copy);
-                            set_tuning(&sk, 0, 1);
+                            set_tuning(&sk, 0, 1, -1);
                             if (n_tip == 16) {
-                                set_tuning(&sk, 0, 0);
+                                set_tuning(&sk, 0, 0, -1);
                                 const double d_np = step_us(&sk, 0, 7, true);
                                 report(s, n, "  dense without PDL", 0, 0, d_np, kv_bytes, dense_us, (uint64_t)kv_bytes,
                                        copy);
-                                set_tuning(&sk, 0, 1);
+                                set_tuning(&sk, 0, 1, -1);
                             }
                         }
                     }
@@ -386,10 +418,13 @@ static void profile(uint64_t seed) {
     for (int n : {32768, 131072}) {
         stack sk;
         stack_init(&sk, params_for(SHAPES[0], VARIANTS[0], n, 16, 2048), 1, n, seed);
-        printf("profile n=%d: dense x2, FASA x2 (TIP, select, attention), fused FASA x2 (TIP, select+attention)\n", n);
+        printf("profile n=%d: dense x2, FASA x2 (TIP, select, attention), one-kernel FASA x2, fused FASA x2 "
+               "(TIP, select+attention)\n", n);
         for (int i = 0; i < 2; ++i) TRY(fasa_cuda_dense_step(sk.layers[0], sk.q[0], sk.out[0]));
         for (int i = 0; i < 2; ++i) TRY(fasa_cuda_fasa_step(sk.layers[0], 256, sk.q[0], sk.out[0]));
-        set_tuning(&sk, 1, 1);
+        set_tuning(&sk, 0, 1, 0);
+        for (int i = 0; i < 2; ++i) TRY(fasa_cuda_fasa_step(sk.layers[0], 256, sk.q[0], sk.out[0]));
+        set_tuning(&sk, 1, 1, -1);
         for (int i = 0; i < 2; ++i) TRY(fasa_cuda_fasa_step(sk.layers[0], 256, sk.q[0], sk.out[0]));
         TRY(fasa_cuda_ctx_sync(sk.ctx));
         stack_free(&sk);
@@ -397,12 +432,13 @@ static void profile(uint64_t seed) {
 }
 
 int main(int argc, char **argv) {
-    bool do_val = false, small = false, do_bench = false, do_profile = false;
+    bool do_val = false, small = false, do_bench = false, do_profile = false, quick = false;
     for (int i = 1; i < argc; ++i) {
         if (!strcmp(argv[i], "--validate")) do_val = true;
         else if (!strcmp(argv[i], "--small")) do_val = small = true;
         else if (!strcmp(argv[i], "--bench")) do_bench = true;
         else if (!strcmp(argv[i], "--profile")) do_profile = true;
+        else if (!strcmp(argv[i], "--quick")) quick = true;
         else if (!strcmp(argv[i], "--csv") && i + 1 < argc) {
             csv = fopen(argv[++i], "w");
             if (!csv) {
@@ -410,7 +446,7 @@ int main(int argc, char **argv) {
                 return 2;
             }
         } else {
-            fprintf(stderr, "usage: fasa_step [--validate] [--small] [--bench] [--csv FILE] [--profile]\n");
+            fprintf(stderr, "usage: fasa_step [--validate] [--small] [--bench] [--quick] [--csv FILE] [--profile]\n");
             return 2;
         }
     }
@@ -419,7 +455,7 @@ int main(int argc, char **argv) {
     int fails = 0;
     if (do_profile) profile(seed);
     if (do_val) fails = validate(small, seed);
-    if (do_bench) bench(seed);
+    if (do_bench) bench(seed, quick);
     if (csv) fclose(csv);
     if (do_val) printf("\nfasa_step validation: %s (%d failures)\n", fails ? "FAILED" : "passed", fails);
     return fails ? 1 : 0;

@@ -3,7 +3,8 @@
  * for them, as scripts/dump-real-kv.sh writes them (bench/dump_kv.c).
  *
  * For every dumped layer and every variant (FASA-C with fp16 and int8
- * labels, FASA-M), the cache is filled through fasa_cuda_layer_append, one
+ * labels, FASA-M; each with the three-launch pipeline and, marked "1k",
+ * with the one-kernel cluster step where the device has it), the cache is filled through fasa_cuda_layer_append, one
  * dense and one FASA step run (outputs poisoned with NaN first), and:
  *   (b) each output is compared with a float64 CPU reference over the fp16
  *       K/V the GPU holds (relative error < 1e-3), and each selected set with
@@ -241,10 +242,14 @@ struct variant {
     const char *name;
     fasa_cuda_mode mode;
     fasa_cuda_label_type lt;
+    int cluster; /* tuning.cluster: -1 the three-launch pipeline, 0 the one-kernel step */
 };
-static const variant VARIANTS[] = {{"C fp16", FASA_CUDA_MODE_C, FASA_CUDA_LABEL_F16},
-                                   {"C int8", FASA_CUDA_MODE_C, FASA_CUDA_LABEL_I8},
-                                   {"M fp16", FASA_CUDA_MODE_M, FASA_CUDA_LABEL_F16}};
+static const variant VARIANTS[] = {{"C fp16", FASA_CUDA_MODE_C, FASA_CUDA_LABEL_F16, -1},
+                                   {"C int8", FASA_CUDA_MODE_C, FASA_CUDA_LABEL_I8, -1},
+                                   {"M fp16", FASA_CUDA_MODE_M, FASA_CUDA_LABEL_F16, -1},
+                                   {"C fp16 1k", FASA_CUDA_MODE_C, FASA_CUDA_LABEL_F16, 0},
+                                   {"C int8 1k", FASA_CUDA_MODE_C, FASA_CUDA_LABEL_I8, 0},
+                                   {"M fp16 1k", FASA_CUDA_MODE_M, FASA_CUDA_LABEL_F16, 0}};
 
 static void check_variant(const dump &d, const layer_data &L, int layer, const variant &var) {
     const int group = d.H / d.KV, B = d.budget, n = d.n, D = d.D, KV = d.KV;
@@ -263,6 +268,14 @@ static void check_variant(const dump &d, const layer_data &L, int layer, const v
     fasa_cuda_ctx *ctx;
     fasa_cuda_layer *l;
     TRY(fasa_cuda_ctx_init(&p, &ctx));
+    fasa_cuda_tuning tu;
+    fasa_cuda_ctx_get_tuning(ctx, &tu);
+    tu.cluster = var.cluster;
+    fasa_cuda_ctx_set_tuning(ctx, &tu);
+    if (var.cluster >= 0 && fasa_cuda_ctx_cluster_size(ctx) == 0) { /* not on this device */
+        fasa_cuda_ctx_free(ctx);
+        return;
+    }
     TRY(fasa_cuda_layer_init(ctx, L.coords.data(), &l));
 
     /* Append as the engine produced them: the prefill, then the decoded token. */

@@ -9,7 +9,8 @@
 # No argument runs every stage. Run from anywhere; logs and CSVs go to $OUT
 # (default build-cuda/results). BUILD (default build-cuda) holds the
 # binaries: when they are there and run, they are reused, else rebuilt.
-# CUDA_ARCH (default sm_90) picks the target.
+# CUDA_ARCH (default sm_90) picks the target. QUICK=1 benchmarks fewer
+# contexts (4K, 32K, 128K; the peers 32K and 128K).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 BUILD=${BUILD:-build-cuda}
@@ -21,7 +22,16 @@ want() { [[ " $stages " == *" $1 "* ]]; }
 status=0
 note() { echo "== $*"; }
 
-runs() { "$BUILD/$1" --bogus-flag >/dev/null 2>&1; [ $? -eq 2 ]; }
+# A binary is reused only when it runs here and is newer than every source.
+runs() {
+    "$BUILD/$1" --bogus-flag >/dev/null 2>&1
+    [ $? -eq 2 ] || return 1
+    local src
+    for src in bench/cuda/*.cu bench/cuda/*.cuh src/cuda/*.cu src/cuda/*.cuh src/cuda/*.h src/error.c; do
+        [ "$src" -nt "$BUILD/$1" ] && return 1
+    done
+    return 0
+}
 # A stage that hangs must not take the whole run with it.
 T=${STAGE_TIMEOUT:-300}
 
@@ -35,10 +45,13 @@ build() {
     local p2=$!
     $nv bench/cuda/tip_topk.cu -o "$BUILD/tip_topk" &
     local p3=$!
+    $nv bench/cuda/cluster_step.cu -o "$BUILD/cluster_step" &
+    local p4=$!
     wait $p1 || return 1
     $nv bench/cuda/fasa_step.cu "$BUILD/fasa_cuda.o" "$BUILD/error.o" -o "$BUILD/fasa_step" || return 1
     wait $p2 || return 1
     wait $p3 || return 1
+    wait $p4 || return 1
 }
 
 {
@@ -47,7 +60,7 @@ build() {
 } | tee "$OUT/build.log"
 
 if want build; then
-    if runs dense_decode && runs tip_topk && runs fasa_step; then
+    if runs dense_decode && runs tip_topk && runs cluster_step && runs fasa_step; then
         note "reusing the binaries in $BUILD"
     else
         build 2>&1 | tee -a "$OUT/build.log"
@@ -57,7 +70,7 @@ fi
 
 if want validate; then
     note "validate" | tee "$OUT/validate.log"
-    for prog in dense_decode tip_topk fasa_step; do
+    for prog in dense_decode tip_topk cluster_step fasa_step; do
         timeout $T "$BUILD/$prog" --validate >>"$OUT/validate.log" 2>&1 || status=1
         grep -E "validation: (passed|FAILED)" "$OUT/validate.log" | tail -1
     done
@@ -78,7 +91,8 @@ fi
 if want bench; then
     note "benchmarks" | tee "$OUT/bench.log"
     timeout $T "$BUILD/tip_topk" --bench >>"$OUT/bench.log" 2>&1 || status=1
-    timeout $T "$BUILD/fasa_step" --bench --csv "$OUT/ours.csv" >>"$OUT/bench.log" 2>&1 || status=1
+    timeout $T "$BUILD/cluster_step" --bench >>"$OUT/bench.log" 2>&1 || status=1
+    timeout $T "$BUILD/fasa_step" --bench ${QUICK:+--quick} --csv "$OUT/ours.csv" >>"$OUT/bench.log" 2>&1 || status=1
 fi
 
 if want sweep; then
@@ -109,7 +123,8 @@ if want peers; then
     note "PyTorch peers"
     ours=()
     [ -f "$OUT/ours.csv" ] && ours=(--ours "$OUT/ours.csv")
-    PYTHONUNBUFFERED=1 timeout $T python3 bench/cuda/peers.py --csv "$OUT/peers.csv" "${ours[@]}" >"$OUT/peers.log" 2>&1 || status=1
+    PYTHONUNBUFFERED=1 timeout $T python3 bench/cuda/peers.py ${QUICK:+--quick} --csv "$OUT/peers.csv" "${ours[@]}" \
+        >"$OUT/peers.log" 2>&1 || status=1
 fi
 
 if want bench || want sweep; then cat "$OUT/bench.log"; fi

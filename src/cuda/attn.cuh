@@ -446,21 +446,37 @@ static inline size_t attn_smem_bytes(int hpu, int n_splits, int D, int warps) {
     return 4 * (combine > merge ? combine : merge);
 }
 
-/* Enqueues a kernel, with the programmatic-dependent-launch attribute when pdl. */
+/* Enqueues a kernel, with the programmatic-dependent-launch attribute when
+ * pdl, and as clusters of `cluster` CTAs along x when cluster > 0. */
 template <typename... P, typename... A>
-static inline cudaError_t launch_k(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t st,
-                                   bool pdl, A... args) {
+static inline cudaError_t launch_kc(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t st,
+                                    bool pdl, unsigned cluster, A... args) {
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = grid;
     cfg.blockDim = block;
     cfg.dynamicSmemBytes = smem;
     cfg.stream = st;
-    cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchAttribute attr[2];
+    unsigned n = 0;
+    if (pdl) {
+        attr[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        attr[n++].val.programmaticStreamSerializationAllowed = 1;
+    }
+    if (cluster > 0) {
+        attr[n].id = cudaLaunchAttributeClusterDimension;
+        attr[n].val.clusterDim.x = cluster;
+        attr[n].val.clusterDim.y = 1;
+        attr[n++].val.clusterDim.z = 1;
+    }
     cfg.attrs = attr;
-    cfg.numAttrs = pdl ? 1 : 0;
+    cfg.numAttrs = n;
     return cudaLaunchKernelEx(&cfg, kernel, args...);
+}
+
+template <typename... P, typename... A>
+static inline cudaError_t launch_k(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t st,
+                                   bool pdl, A... args) {
+    return launch_kc(kernel, grid, block, smem, st, pdl, 0u, args...);
 }
 
 static inline void *attn_kernel_ptr(int D, bool gather) {

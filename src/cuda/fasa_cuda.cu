@@ -7,6 +7,7 @@
 
 #include "attn.cuh"
 #include "cache.cuh"
+#include "cluster.cuh"
 #include "cuda_check.h"
 #include "fasa_cuda.h"
 #include "fasa_cuda_internal.h"
@@ -21,6 +22,8 @@ struct fasa_cuda_ctx {
     int32_t hpu;     /* query heads per FASA unit */
     int32_t n_sms;
     int32_t attn_ctas_per_sm; /* resident dense-attention CTAs per multiprocessor */
+    int32_t cl_auto;          /* cluster size of the one-kernel FASA step; 0 = not available */
+    int32_t cl_ok[CL_MAX + 1]; /* [C]: clusters of C CTAs can run this context's largest step */
     cudaStream_t stream;
     fasa_cuda_tuning tune;
     uint64_t dev_bytes;
@@ -113,6 +116,56 @@ static fasa_status dev_alloc(fasa_cuda_ctx *ctx, void **out, size_t bytes, const
     return FASA_OK;
 }
 
+/* Shared memory of the one-kernel step with clusters of C CTAs over n tokens. */
+static size_t cluster_smem(const fasa_cuda_ctx *ctx, int32_t C, int64_t n, int32_t k) {
+    return cluster_layout_for((int)((n + C - 1) / C), C, k, ctx->hpu, ctx->p.head_dim).total;
+}
+
+/* Which cluster sizes can run the context's largest step (n_ctx tokens,
+ * n_fac_max), and the default: the one with the least work per CTA, waves
+ * counted (waves / C smallest; on an H200 16-CTA clusters fit only 7 at a
+ * time, so 8 KV heads take 14). None on devices
+ * before sm_90, with per-head selection, or when even 16 CTAs per unit would
+ * need more shared memory than a CTA may have. */
+static fasa_status cluster_choose(fasa_cuda_ctx *ctx) {
+    const fasa_cuda_params *p = &ctx->p;
+    int major = 0, smem_max = 0;
+    CUDA_TRY(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, p->device));
+    CUDA_TRY(cudaDeviceGetAttribute(&smem_max, cudaDevAttrMaxSharedMemoryPerBlockOptin, p->device));
+    if (major < 9 || p->per_head_select) return FASA_OK;
+    const bool i8 = p->label_type == FASA_CUDA_LABEL_I8;
+    const int static_smem = 1024; /* the kernel's own __shared__ variables, with room */
+    CUDA_TRY(cluster_prepare(i8, p->head_dim, smem_max - static_smem));
+    double best = 0;
+    int best_waves = 0;
+    for (int32_t C = 1; C <= CL_MAX; ++C) {
+        const size_t smem = cluster_smem(ctx, C, p->n_ctx, p->n_fac_max);
+        if (smem + static_smem > (size_t)smem_max) continue;
+        int active = 0;
+        cudaError_t e = cluster_active(i8, p->head_dim, C, ctx->n_units, smem, &active);
+        if (e != cudaSuccess || active <= 0) {
+            cudaGetLastError(); /* a size the device cannot schedule is not an error */
+            continue;
+        }
+        ctx->cl_ok[C] = 1;
+        const int waves = (ctx->n_units + active - 1) / active;
+        const double score = C / (double)waves;
+        /* equal scores: the fewer waves (a second wave waits for the first) */
+        if (score > best || (score == best && waves <= best_waves)) best = score, best_waves = waves, ctx->cl_auto = C;
+    }
+    return FASA_OK;
+}
+
+/* The cluster size a step uses now (0: the multi-launch pipeline). */
+static int32_t cluster_size(const fasa_cuda_ctx *ctx) {
+    const int32_t c = ctx->tune.cluster;
+    if (c < 0) return 0;
+    if (c == 0) return ctx->cl_auto;
+    return c <= CL_MAX && ctx->cl_ok[c] ? c : 0;
+}
+
+int32_t fasa_cuda_ctx_cluster_size(const fasa_cuda_ctx *ctx) { return cluster_size(ctx); }
+
 #define ALLOC(ptr, count, what)                                                                 \
     do {                                                                                        \
         fasa_status s_ = dev_alloc(ctx, (void **)&(ptr), (size_t)(count) * sizeof *(ptr), what); \
@@ -135,6 +188,7 @@ fasa_status fasa_cuda_ctx_init(const fasa_cuda_params *p, fasa_cuda_ctx **out) {
     ctx->hpu = p->per_head_select ? 1 : ctx->group;
     ctx->tune.attn_warps = 8;
     ctx->tune.pdl = 1;
+    ctx->tune.cluster = -1; /* the one-kernel step measured slower on an H200 (docs/perf-notes.md) */
     cudaError_t e = cudaDeviceGetAttribute(&ctx->n_sms, cudaDevAttrMultiProcessorCount, p->device);
     if (e == cudaSuccess) e = cudaStreamCreateWithFlags(&ctx->stream, cudaStreamNonBlocking);
     if (e == cudaSuccess) e = tip_prepare();
@@ -156,6 +210,11 @@ fasa_status fasa_cuda_ctx_init(const fasa_cuda_params *p, fasa_cuda_ctx **out) {
         ALLOC(ctx->cand, U * cand_stride(N) + 2, "selection candidates");
         ALLOC(ctx->cand_count, U, "candidate counters");
         ALLOC(ctx->sel_arrivals, U, "selection arrival counters");
+        s = cluster_choose(ctx);
+        if (s != FASA_OK) {
+            fasa_cuda_ctx_free(ctx);
+            return s;
+        }
     }
     *out = ctx;
     return FASA_OK;
@@ -387,8 +446,8 @@ fasa_status fasa_cuda_dense_step(fasa_cuda_layer *l, const float *q, float *out)
     return FASA_OK;
 }
 
-static fasa_status tip_stage(fasa_cuda_layer *l, const float *q) {
-    fasa_cuda_ctx *ctx = l->ctx;
+static tip_args tip_args_for(const fasa_cuda_layer *l, const float *q) {
+    const fasa_cuda_ctx *ctx = l->ctx;
     const fasa_cuda_params *p = &ctx->p;
     tip_args t;
     memset(&t, 0, sizeof t);
@@ -403,6 +462,13 @@ static fasa_status tip_stage(fasa_cuda_layer *l, const float *q) {
     t.group = ctx->group;
     t.hpu = ctx->hpu;
     t.n_tokens = l->n_past;
+    return t;
+}
+
+static fasa_status tip_stage(fasa_cuda_layer *l, const float *q) {
+    fasa_cuda_ctx *ctx = l->ctx;
+    const fasa_cuda_params *p = &ctx->p;
+    tip_args t = tip_args_for(l, q);
     t.chunk = ctx->tune.tip_chunk > 0 ? ctx->tune.tip_chunk
                                       : tip_chunk_for(l->n_past, p->n_kv_heads, ctx->n_sms, 2, 512, 16384, 256);
     t.scores = ctx->scores;
@@ -464,6 +530,28 @@ static fasa_status fac_stage(fasa_cuda_layer *l, int32_t n_fac, const float *q, 
     return FASA_OK;
 }
 
+/* The whole step in one launch: a cluster of C CTAs per unit (cluster.cuh). */
+static fasa_status cluster_stage(fasa_cuda_layer *l, int32_t n_fac, int32_t C, const float *q, float *out) {
+    fasa_cuda_ctx *ctx = l->ctx;
+    const fasa_cuda_params *p = &ctx->p;
+    cluster_args a;
+    memset(&a, 0, sizeof a);
+    a.tip = tip_args_for(l, q);
+    a.tip.chunk = (l->n_past + C - 1) / C;
+    a.attn = attn_args_for(l, q, out);
+    a.attn.hpu = ctx->hpu;
+    a.k = n_fac;
+    a.k_cap = n_fac;
+    a.sel = ctx->sel;
+    a.sel_stride = p->n_fac_max;
+    a.cand = ctx->cand;
+    a.cand_stride = cand_stride(p->n_ctx);
+    const size_t smem = cluster_smem(ctx, C, l->n_past, n_fac);
+    CUDA_TRY(cluster_launch(&a, p->label_type == FASA_CUDA_LABEL_I8, p->head_dim, C, ctx->n_units, smem,
+                            ctx->stream, ctx->tune.pdl));
+    return FASA_OK;
+}
+
 fasa_status fasa_cuda_fasa_stages(fasa_cuda_layer *l, int32_t n_fac, const float *q, float *out,
                                   unsigned stages) {
     fasa_status s = check_step(l, q, out, "fasa_cuda_fasa_step");
@@ -477,6 +565,8 @@ fasa_status fasa_cuda_fasa_stages(fasa_cuda_layer *l, int32_t n_fac, const float
     /* A budget that covers every token is dense attention. */
     if (n_fac >= l->n_past)
         return (stages & (FASA_CUDA_STAGE_SELECT | FASA_CUDA_STAGE_ATTN)) ? fasa_cuda_dense_step(l, q, out) : FASA_OK;
+    const int32_t C = cluster_size(l->ctx);
+    if (stages == 7u && C > 0) return cluster_stage(l, n_fac, C, q, out);
     const bool fused = l->ctx->tune.fused != 0;
     if ((stages & FASA_CUDA_STAGE_TIP) && (s = tip_stage(l, q)) != FASA_OK) return s;
     if ((stages & FASA_CUDA_STAGE_SELECT) && (s = select_stage(l, n_fac, q, out, fused)) != FASA_OK) return s;

@@ -19,11 +19,19 @@ typedef struct fasa_cuda_tuning {
     int32_t fused;               /* 1: attention fused into the selection kernel (2 launches
                                     instead of 3; slower as measured), default 0 */
     int32_t pdl;                 /* 1: programmatic dependent launch between kernels, default 1 */
+    int32_t cluster;             /* the one-kernel step on thread-block clusters (sm_90, cluster.cuh):
+                                    -1 = never, the launches above (default: the one kernel measured
+                                    slower); 0 = when available, with the cluster size the context
+                                    chose; 1..16 = that size */
 } fasa_cuda_tuning;
 
 void fasa_cuda_ctx_get_tuning(const fasa_cuda_ctx *ctx, fasa_cuda_tuning *t);
 
 void fasa_cuda_ctx_set_tuning(fasa_cuda_ctx *ctx, const fasa_cuda_tuning *t);
+
+/* CTAs per cluster of the one-kernel FASA step (0: that step is not
+ * available on this device or for this shape, and steps take the launches). */
+int32_t fasa_cuda_ctx_cluster_size(const fasa_cuda_ctx *ctx);
 
 /* FASA units: token sets per step (n_heads with per-head selection, else n_kv_heads). */
 int32_t fasa_cuda_ctx_n_units(const fasa_cuda_ctx *ctx);
@@ -41,7 +49,8 @@ fasa_status fasa_cuda_ctx_read_selection(fasa_cuda_ctx *ctx, int32_t n_fac, int3
 /* A FASA step restricted to some stages, to time them apart: bit 0 TIP,
  * bit 1 selection (with the attention when tuning.fused), bit 2 the gather
  * attention; 7 is fasa_cuda_fasa_step. Selection consumes the histogram its
- * TIP builds, so bit 1 is only meaningful together with bit 0. */
+ * TIP builds, so bit 1 is only meaningful together with bit 0. Stages are
+ * those of the multi-launch pipeline, whatever tuning.cluster says. */
 #define FASA_CUDA_STAGE_TIP 1u
 #define FASA_CUDA_STAGE_SELECT 2u
 #define FASA_CUDA_STAGE_ATTN 4u

@@ -74,10 +74,30 @@ static void end_last_line(FILE *f) {
     fseek(f, 0, SEEK_END);
 }
 
+/* mkdir -p: the folder and any missing parents. */
+static fasa_status make_dirs(const char *dir) {
+    char path[4096];
+    const size_t n = strlen(dir);
+    if (n == 0 || n >= sizeof path) return fasa_error(FASA_E_ARG, "results folder name is empty or too long");
+    memcpy(path, dir, n + 1);
+    for (size_t i = 1; i <= n; i++) {
+        if (path[i] != '/' && path[i] != '\0') continue;
+        const char c = path[i];
+        path[i] = '\0';
+        if (mkdir(path, 0777) != 0 && errno != EEXIST)
+            return fasa_error(FASA_E_IO, "cannot create results folder '%s': %s", path, strerror(errno));
+        path[i] = c;
+    }
+    struct stat sb;
+    if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
+        return fasa_error(FASA_E_IO, "results folder '%s' exists but is not a folder", dir);
+    return FASA_OK;
+}
+
 fasa_status eval_results_open(const char *dir, eval_results **out) {
     *out = NULL;
-    if (mkdir(dir, 0777) != 0 && errno != EEXIST)
-        return fasa_error(FASA_E_IO, "cannot create results folder '%s': %s", dir, strerror(errno));
+    fasa_status st0 = make_dirs(dir);
+    if (st0) return st0;
     eval_results *r = fasa_calloc(1, sizeof *r, "results");
     if (!r) return FASA_E_NOMEM;
     const size_t n = strlen(dir) + sizeof "/results.jsonl";
