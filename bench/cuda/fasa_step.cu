@@ -369,24 +369,30 @@ static void bench(uint64_t seed, bool quick) {
                         const double us = step_us(&sk, n_fac, 7, true);
                         report(s, n, name, n_tip, n_fac, us, lab_bytes + rows, dense_us, dev, copy);
                         if (main_variant && n_fac == 256) {
-                            /* The default (three launches) split into its stages (timed alone in a
-                             * graph), eagerly launched, without PDL; then the alternatives: the
-                             * attention fused into the selection, and the one-kernel cluster step. */
+                            /* The default (automatic pipeline) eagerly launched; each pipeline
+                             * forced: three launches (with and without PDL, and split into its
+                             * stages, each timed alone in a graph), the one-kernel cluster step,
+                             * and two launches with the attention fused into the selection. */
                             const double t_eager = step_us(&sk, n_fac, 7, false);
                             report(s, n, "  no graph", n_tip, n_fac, t_eager, lab_bytes + rows, dense_us, dev, copy);
+                            set_tuning(&sk, 0, 1, -1);
+                            const double l3 = step_us(&sk, n_fac, 7, true);
+                            report(s, n, "  3 launches", n_tip, n_fac, l3, lab_bytes + rows, dense_us, dev, copy);
                             set_tuning(&sk, 0, 0, -1);
                             const double l_np = step_us(&sk, n_fac, 7, true);
-                            report(s, n, "  no PDL", n_tip, n_fac, l_np, lab_bytes + rows, dense_us, dev, copy);
+                            report(s, n, "  3 launches, no PDL", n_tip, n_fac, l_np, lab_bytes + rows, dense_us, dev,
+                                   copy);
                             set_tuning(&sk, 0, 1, -1);
                             const double t_tip = step_us(&sk, n_fac, 1, true);
                             const double t_att = step_us(&sk, n_fac, 4, true);
                             report(s, n, "  stage: TIP alone", n_tip, n_fac, t_tip, lab_bytes, dense_us, dev, copy);
                             /* selection consumes the histogram TIP builds: timed as step - TIP - attention */
-                            report(s, n, "  stage: select (diff)", n_tip, n_fac, us - t_tip - t_att, 0, dense_us, dev,
+                            report(s, n, "  stage: select (diff)", n_tip, n_fac, l3 - t_tip - t_att, 0, dense_us, dev,
                                    copy);
                             report(s, n, "  stage: attention alone", n_tip, n_fac, t_att, rows, dense_us, dev, copy);
                             set_tuning(&sk, 0, 1, 0);
                             const int C = fasa_cuda_ctx_cluster_size(sk.ctx);
+                            set_tuning(&sk, 0, 1, C > 0 ? C : -1); /* forced: auto may take the launches */
                             if (C > 0) {
                                 char cname[64];
                                 snprintf(cname, sizeof cname, "  one kernel, clusters of %d", C);
@@ -397,13 +403,13 @@ static void bench(uint64_t seed, bool quick) {
                             const double f_all = step_us(&sk, n_fac, 7, true);
                             report(s, n, "  2 launches (fused attn)", n_tip, n_fac, f_all, lab_bytes + rows, dense_us,
                                    dev, copy);
-                            set_tuning(&sk, 0, 1, -1);
+                            set_tuning(&sk, 0, 1, 0);
                             if (n_tip == 16) {
-                                set_tuning(&sk, 0, 0, -1);
+                                set_tuning(&sk, 0, 0, 0);
                                 const double d_np = step_us(&sk, 0, 7, true);
                                 report(s, n, "  dense without PDL", 0, 0, d_np, kv_bytes, dense_us, (uint64_t)kv_bytes,
                                        copy);
-                                set_tuning(&sk, 0, 1, -1);
+                                set_tuning(&sk, 0, 1, 0);
                             }
                         }
                     }

@@ -156,7 +156,7 @@ static fasa_status cluster_choose(fasa_cuda_ctx *ctx) {
     return FASA_OK;
 }
 
-/* The cluster size a step uses now (0: the multi-launch pipeline). */
+/* The cluster size of the one-kernel step as tuned (0: none). */
 static int32_t cluster_size(const fasa_cuda_ctx *ctx) {
     const int32_t c = ctx->tune.cluster;
     if (c < 0) return 0;
@@ -165,6 +165,23 @@ static int32_t cluster_size(const fasa_cuda_ctx *ctx) {
 }
 
 int32_t fasa_cuda_ctx_cluster_size(const fasa_cuda_ctx *ctx) { return cluster_size(ctx); }
+
+/* Label bytes per CTA up to which the automatic choice takes the one-kernel
+ * step: the crossover measured on an H200 (docs/perf-notes.md). Below it the
+ * launches and global round trips the one kernel saves dominate; above it the
+ * label pass does, and the one kernel runs it on C x units multiprocessors
+ * where the launches use all of them. */
+#define CL_AUTO_MAX_LABEL_BYTES (192 * 1024)
+
+/* The cluster size this step of layer l uses (0: the multi-launch pipeline). */
+static int32_t step_cluster_size(const fasa_cuda_layer *l) {
+    const fasa_cuda_ctx *ctx = l->ctx;
+    const int32_t C = cluster_size(ctx);
+    if (C == 0 || ctx->tune.cluster > 0) return C;
+    const int64_t per_token = (int64_t)ctx->p.n_lab * label_elem_size(&ctx->p) +
+                              (ctx->p.label_type == FASA_CUDA_LABEL_I8 ? 4 : 0);
+    return ((int64_t)l->n_past + C - 1) / C * per_token <= CL_AUTO_MAX_LABEL_BYTES ? C : 0;
+}
 
 #define ALLOC(ptr, count, what)                                                                 \
     do {                                                                                        \
@@ -188,7 +205,6 @@ fasa_status fasa_cuda_ctx_init(const fasa_cuda_params *p, fasa_cuda_ctx **out) {
     ctx->hpu = p->per_head_select ? 1 : ctx->group;
     ctx->tune.attn_warps = 8;
     ctx->tune.pdl = 1;
-    ctx->tune.cluster = -1; /* the one-kernel step measured slower on an H200 (docs/perf-notes.md) */
     cudaError_t e = cudaDeviceGetAttribute(&ctx->n_sms, cudaDevAttrMultiProcessorCount, p->device);
     if (e == cudaSuccess) e = cudaStreamCreateWithFlags(&ctx->stream, cudaStreamNonBlocking);
     if (e == cudaSuccess) e = tip_prepare();
@@ -565,7 +581,7 @@ fasa_status fasa_cuda_fasa_stages(fasa_cuda_layer *l, int32_t n_fac, const float
     /* A budget that covers every token is dense attention. */
     if (n_fac >= l->n_past)
         return (stages & (FASA_CUDA_STAGE_SELECT | FASA_CUDA_STAGE_ATTN)) ? fasa_cuda_dense_step(l, q, out) : FASA_OK;
-    const int32_t C = cluster_size(l->ctx);
+    const int32_t C = step_cluster_size(l);
     if (stages == 7u && C > 0) return cluster_stage(l, n_fac, C, q, out);
     const bool fused = l->ctx->tune.fused != 0;
     if ((stages & FASA_CUDA_STAGE_TIP) && (s = tip_stage(l, q)) != FASA_OK) return s;

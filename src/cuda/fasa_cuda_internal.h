@@ -20,17 +20,20 @@ typedef struct fasa_cuda_tuning {
                                     instead of 3; slower as measured), default 0 */
     int32_t pdl;                 /* 1: programmatic dependent launch between kernels, default 1 */
     int32_t cluster;             /* the one-kernel step on thread-block clusters (sm_90, cluster.cuh):
-                                    -1 = never, the launches above (default: the one kernel measured
-                                    slower); 0 = when available, with the cluster size the context
-                                    chose; 1..16 = that size */
+                                    0 = automatic (default): with the cluster size the context chose,
+                                    while a CTA's share of the labels is small enough that it wins
+                                    (measured on an H200), else the launches above; -1 = never;
+                                    1..16 = always, with that size */
 } fasa_cuda_tuning;
 
 void fasa_cuda_ctx_get_tuning(const fasa_cuda_ctx *ctx, fasa_cuda_tuning *t);
 
 void fasa_cuda_ctx_set_tuning(fasa_cuda_ctx *ctx, const fasa_cuda_tuning *t);
 
-/* CTAs per cluster of the one-kernel FASA step (0: that step is not
- * available on this device or for this shape, and steps take the launches). */
+/* CTAs per cluster of the one-kernel FASA step as tuned (0: that step is not
+ * available on this device or for this shape, or tuned off). With
+ * tuning.cluster = 0 a step still takes the launches when its labels are
+ * too many for the one kernel to win. */
 int32_t fasa_cuda_ctx_cluster_size(const fasa_cuda_ctx *ctx);
 
 /* FASA units: token sets per step (n_heads with per-head selection, else n_kv_heads). */
