@@ -77,7 +77,19 @@ expect_error "ca without calib" "need a calibration" "$FASA" ca -m "$MODEL" -f "
 expect_error "ca ctx over text" "needs more" "$FASA" ca -m "$MODEL" -f "$tmp/ppl.txt" --ctx 4000 --methods stream
 expect_ok "perplexity stream decode" "$FASA" perplexity -m "$MODEL" -f "$tmp/ppl.txt" -c 256 --decode 16 --attn stream --budget 32 --json
 python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["attn"] == "stream" and d["tokens"] == 16 * d["windows"], d' "$tmp/out" && ok || bad "sparse perplexity JSON: $(cat "$tmp/out")"
-expect_ok "ca stream" "$FASA" ca -m "$MODEL" -f "$tmp/ppl.txt" --ctx 200 --decode 2 --methods stream,random --budgets 16,64 --json
-python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); r=d["rows"]; assert [x["method"] for x in r] == ["stream", "random"] and all(0 <= v <= 1 for x in r for v in x["ca"]), d' "$tmp/out" && ok || bad "ca JSON: $(cat "$tmp/out")"
+expect_ok "ca stream" "$FASA" ca -m "$MODEL" -f "$tmp/ppl.txt" --ctx 200 --decode 2 --methods stream,random --budgets 16,64 --json --per-layer
+python3 -c '
+import json, sys
+d = json.load(open(sys.argv[1])); r = d["rows"]
+assert [x["method"] for x in r] == ["stream", "random"], d
+for x in r:
+    assert all(0 <= v <= 1 for v in x["ca"]) and all(0 <= v <= 1 + 1e-5 for v in x["mass"]), x
+    assert x["mass"][0] <= x["mass"][1] + 1e-9 or x["method"] == "random", x  # stream keeps a superset at K=64
+    assert [p["budget"] for p in x["per_layer"]] == [16, 64] and all(len(p["mass"]) == 30 for p in x["per_layer"]), x
+    for b, p in enumerate(x["per_layer"]):
+        assert abs(sum(p["ca"]) / 30 - x["ca"][b]) < 1e-5 and abs(sum(p["mass"]) / 30 - x["mass"][b]) < 1e-5, x
+' "$tmp/out" && ok || bad "ca JSON: $(head -c 600 "$tmp/out")"
+expect_ok "ca table" "$FASA" ca -m "$MODEL" -f "$tmp/ppl.txt" --ctx 200 --decode 2 --methods stream --budgets 16 --per-layer
+grep -q "attention-mass recall" "$tmp/out" && grep -q "per layer at K=16" "$tmp/out" && grep -qE "^\| 29 \|" "$tmp/out" && ok || bad "ca table: $(head -c 600 "$tmp/out")"
 
 cli_summary

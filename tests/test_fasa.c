@@ -4,7 +4,10 @@
  *  - fasa_attention_step matches a straightforward float64 implementation of
  *    TIP + top-k + exact attention for several shapes;
  *  - fasa with every FC selects what oracle selects;
- *  - every policy with a budget covering the context equals full attention. */
+ *  - every policy with a budget covering the context equals full attention;
+ *  - the CA probe: the oracle holds the most attention mass at every budget
+ *    (its top-K logits are the top-K weights), a budget covering the context
+ *    scores 1, and the overall means are the means of the per-layer ones. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -18,6 +21,7 @@
 #include "attn/policy.h"
 #include "context.h"
 #include "fasa.h"
+#include "fasa/ca.h"
 #include "fasa/calib.h"
 
 static fasa_model *model;
@@ -402,6 +406,44 @@ static void test_sparse_policy_late_install(void **state) {
     free(full), free(early), free(late);
 }
 
+static void test_ca_probe_mass_recall(void **state) {
+    enum { NB = 3, NC = 4 };
+    const int32_t budgets[NB] = {8, 32, 4096};
+    ca_candidate cands[NC] = {{"oracle", {.method = "oracle"}},
+                              {"stream", {.method = "stream"}},
+                              {"random", {.method = "random"}},
+                              {"fasa", {.method = "fasa", .calib = shared_cal, .n_tip = 4}}};
+    for (int i = 0; i < NC; i++) cands[i].params.dense_layers = "";
+    fasa_model_info in;
+    fasa_model_get_info(model, &in);
+    const int L = in.n_layers;
+    double ca[NC * NB], mass[NC * NB], *ca_l = malloc(sizeof(double) * NC * NB * L),
+           *mass_l = malloc(sizeof(double) * NC * NB * L);
+    const ca_request req = {cands, NC, budgets, NB, 3, 2, NULL, NULL};
+    const ca_result out = {ca, mass, ca_l, mass_l};
+    const int32_t n = n_text < 160 ? n_text : 160;
+    assert_int_equal(ca_measure(model, text_ids, n, &req, &out), FASA_OK);
+    for (int c = 0; c < NC; c++)
+        for (int b = 0; b < NB; b++) {
+            const int k = c * NB + b;
+            assert_true(ca[k] >= 0.0 && ca[k] <= 1.0 + 1e-12);
+            assert_true(mass[k] >= 0.0 && mass[k] <= 1.0 + 1e-5); /* float weights summed */
+            /* the oracle's K tokens are the K heaviest: no method holds more mass */
+            if (mass[k] > mass[b] + 1e-9) fail_msg("%s holds more mass (%.6f) than oracle (%.6f) at K=%d",
+                                                   cands[c].label, mass[k], mass[b], budgets[b]);
+            double cs = 0, ms = 0;
+            for (int l = 0; l < L; l++) cs += ca_l[k * L + l], ms += mass_l[k * L + l];
+            assert_true(fabs(cs / L - ca[k]) < 1e-9 && fabs(ms / L - mass[k]) < 1e-9);
+        }
+    for (int c = 0; c < NC; c++) {
+        assert_true(fabs(ca[c * NB + 2] - 1.0) < 1e-12);   /* K=4096 covers the context */
+        assert_true(fabs(mass[c * NB + 2] - 1.0) < 1e-5);
+    }
+    assert_true(mass[0] < mass[1] && mass[1] < mass[2] + 1e-9); /* more tokens, more mass */
+    assert_true(fabs(ca[0 * NB + 0] - 1.0) < 1e-12);            /* oracle agrees with itself */
+    free(ca_l), free(mass_l);
+}
+
 static int setup(void **state) {
     if (fasa_model_load(FASA_TEST_MODEL, &model) != FASA_OK) {
         fprintf(stderr, "cannot load %s: %s\n", FASA_TEST_MODEL, fasa_last_error());
@@ -429,6 +471,7 @@ int main(void) {
         cmocka_unit_test(test_fasa_all_fcs_equals_oracle),
         cmocka_unit_test(test_budget_covering_context_equals_full),
         cmocka_unit_test(test_sparse_policy_late_install),
+        cmocka_unit_test(test_ca_probe_mass_recall),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -13,8 +13,9 @@ static const char *CMD = "ca";
 static void help(void) {
     printf("usage: fasa ca [options] --calib FILE -f TEXT\n\n"
            "Decodes the end of a text with exact attention and reports, for each method and budget K,\n"
-           "the mean overlap (%%) of its selection with the exact top-K tokens of every query head,\n"
-           "averaged over layers, heads and decode steps.\n\n"
+           "the mean overlap (%%) of its selection with the exact top-K tokens of every query head\n"
+           "(CA), and the share (%%) of each head's exact attention weight its tokens hold (mass\n"
+           "recall), averaged over layers, heads and decode steps.\n\n"
            "  -m, --model FILE     GGUF model (default %s)\n"
            "  -f, --file FILE      text\n"
            "      --calib FILE     calibration for fasa rows\n"
@@ -24,6 +25,7 @@ static void help(void) {
            "      --budgets LIST   comma list of K (default 64,256,512,1024,2048)\n"
            "      --fc LIST        fasa rows: dominant chunks per head (default head_dim/16,/8,/4)\n"
            "      --methods LIST   comma list (default random,stream,snapkv,quest,sparq,fasa)\n"
+           "      --per-layer      also print CA and mass recall per layer\n"
            "      --json           print JSON instead of a table\n"
            "  -t, --threads N      threads (default: all cores)\n"
            "  -h, --help           this help\n",
@@ -51,14 +53,81 @@ static int parse_int_list(const char *opt, const char *s, int32_t *out, int cap)
 
 static void progress(void *user, int32_t done, int32_t total) { cli_progress_update(user, done); }
 
+static void print_table(const char *title, const ca_candidate *cands, int n_cands, const int32_t *budgets,
+                        int n_budgets, const double *v) {
+    printf("%s\n\n| method |", title);
+    for (int b = 0; b < n_budgets; b++) printf(" K=%d |", budgets[b]);
+    printf("\n|---|");
+    for (int b = 0; b < n_budgets; b++) printf("---|");
+    printf("\n");
+    for (int i = 0; i < n_cands; i++) {
+        printf("| %s |", cands[i].label);
+        for (int b = 0; b < n_budgets; b++) printf(" %.1f |", 100.0 * v[i * n_budgets + b]);
+        printf("\n");
+    }
+    printf("\n");
+}
+
+/* One table per budget: layers down, methods across, "CA / mass" in each cell. */
+static void print_layers(const ca_candidate *cands, int n_cands, const int32_t *budgets, int n_budgets, int b,
+                         const ca_result *r, int n_layers) {
+    printf("per layer at K=%d: CA %% / mass recall %%\n\n| layer |", budgets[b]);
+    for (int i = 0; i < n_cands; i++) printf(" %s |", cands[i].label);
+    printf("\n|---|");
+    for (int i = 0; i < n_cands; i++) printf("---|");
+    printf("\n");
+    for (int l = 0; l < n_layers; l++) {
+        printf("| %d |", l);
+        for (int i = 0; i < n_cands; i++) {
+            const size_t at = ((size_t)i * n_budgets + b) * n_layers + l;
+            printf(" %.1f / %.1f |", 100.0 * r->ca_layer[at], 100.0 * r->mass_layer[at]);
+        }
+        printf("\n");
+    }
+    printf("\n");
+}
+
+static void print_series(const char *name, const double *v, int n, int stride) {
+    printf(", \"%s\": [", name);
+    for (int k = 0; k < n; k++) printf("%s%.6f", k ? ", " : "", v[(size_t)k * stride]);
+    printf("]");
+}
+
+static void print_json(const ca_candidate *cands, int n_cands, const int32_t *budgets, int n_budgets,
+                       const ca_result *r, int n_layers, int64_t ctx, int64_t offset, int64_t decode) {
+    printf("{\"ctx\": %lld, \"offset\": %lld, \"decode\": %lld, \"budgets\": [", (long long)ctx, (long long)offset,
+           (long long)decode);
+    for (int b = 0; b < n_budgets; b++) printf("%s%d", b ? ", " : "", budgets[b]);
+    printf("], \"rows\": [");
+    for (int i = 0; i < n_cands; i++) {
+        printf("%s{\"method\": \"%s\", \"n_tip\": %d", i ? ", " : "", cands[i].params.method, cands[i].params.n_tip);
+        print_series("ca", r->ca + (size_t)i * n_budgets, n_budgets, 1);
+        print_series("mass", r->mass + (size_t)i * n_budgets, n_budgets, 1);
+        if (n_layers) {
+            printf(", \"per_layer\": [");
+            for (int b = 0; b < n_budgets; b++) {
+                const size_t at = ((size_t)i * n_budgets + b) * n_layers;
+                printf("%s{\"budget\": %d", b ? ", " : "", budgets[b]);
+                print_series("ca", r->ca_layer + at, n_layers, 1);
+                print_series("mass", r->mass_layer + at, n_layers, 1);
+                printf("}");
+            }
+            printf("]");
+        }
+        printf("}");
+    }
+    printf("]}\n");
+}
+
 int cmd_ca(int argc, char **argv) {
-    enum { O_CTX = 256, O_OFFSET, O_DECODE, O_BUDGETS, O_FC, O_METHODS, O_JSON };
+    enum { O_CTX = 256, O_OFFSET, O_DECODE, O_BUDGETS, O_FC, O_METHODS, O_JSON, O_LAYERS };
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'},       {"file", required_argument, 0, 'f'},
         {"threads", required_argument, 0, 't'},     {"ctx", required_argument, 0, O_CTX},
         {"offset", required_argument, 0, O_OFFSET}, {"decode", required_argument, 0, O_DECODE},
         {"budgets", required_argument, 0, O_BUDGETS}, {"fc-list", required_argument, 0, O_FC},
         {"methods", required_argument, 0, O_METHODS}, {"json", no_argument, 0, O_JSON},
+        {"per-layer", no_argument, 0, O_LAYERS},
         {"help", no_argument, 0, 'h'},              CLI_ATTN_OPTIONS,
         {0, 0, 0, 0},
     };
@@ -66,7 +135,7 @@ int cmd_ca(int argc, char **argv) {
     int64_t threads = 0, ctx = 4096, offset = 0, decode = 32;
     int32_t budgets[16] = {64, 256, 512, 1024, 2048}, fcs[16];
     int n_budgets = 5, n_fc = 0;
-    bool json = false;
+    bool json = false, per_layer = false;
     cli_attn base;
     cli_attn_init(&base);
     optind = 1;
@@ -85,6 +154,7 @@ int cmd_ca(int argc, char **argv) {
         case O_FC: ok = (n_fc = parse_int_list("--fc-list", optarg, fcs, 16)) > 0; break;
         case O_METHODS: methods = optarg; break;
         case O_JSON: json = true; break;
+        case O_LAYERS: per_layer = true; break;
         case 'h': help(); return 0;
         case ':': return cli_fail(CMD, "option '%s' needs a value", argv[optind - 1]);
         case '?': return cli_fail(CMD, "unknown option '%s' (see fasa ca --help)", argv[optind - 1]);
@@ -112,7 +182,7 @@ int cmd_ca(int argc, char **argv) {
     ca_candidate cands[64];
     int n_cands = 0, rc = 1;
     int32_t *ids = NULL;
-    double *res = NULL;
+    double *res = NULL, *mass = NULL, *ca_l = NULL, *mass_l = NULL;
     char *list = strdup(methods);
     bool ok = true;
     for (char *tok = strtok(list, ","); tok && ok; tok = strtok(NULL, ",")) {
@@ -155,45 +225,42 @@ int cmd_ca(int argc, char **argv) {
         cli_fail(CMD, "--ctx %lld exceeds the model's context of %d", (long long)ctx, info.n_ctx_train);
         goto done;
     }
-    res = calloc((size_t)n_cands * n_budgets, sizeof *res);
+    const size_t cells = (size_t)n_cands * n_budgets, L = (size_t)info.n_layers;
+    res = calloc(cells, sizeof *res);
+    mass = calloc(cells, sizeof *mass);
+    ca_l = calloc(cells * L, sizeof *ca_l);
+    mass_l = calloc(cells * L, sizeof *mass_l);
+    if (!res || !mass || !ca_l || !mass_l) {
+        cli_fail(CMD, "out of memory");
+        goto done;
+    }
     cli_progress prog;
     cli_progress_start(&prog, "measuring", "steps", decode);
     const ca_request req = {cands, n_cands, budgets, n_budgets, (int32_t)decode, (int32_t)threads, progress, &prog};
+    const ca_result out = {res, mass, ca_l, mass_l};
     const double t0 = cli_now();
-    fasa_status st = res ? ca_measure(m, ids + offset, (int32_t)ctx, &req, res) : FASA_E_NOMEM;
+    fasa_status st = ca_measure(m, ids + offset, (int32_t)ctx, &req, &out);
     cli_progress_end(&prog);
     if (st != FASA_OK) {
-        cli_fail(CMD, "%s", res ? fasa_last_error() : "out of memory");
+        cli_fail(CMD, "%s", fasa_last_error());
         goto done;
     }
-    if (json) {
-        printf("{\"ctx\": %lld, \"offset\": %lld, \"decode\": %lld, \"budgets\": [", (long long)ctx, (long long)offset,
-               (long long)decode);
-        for (int b = 0; b < n_budgets; b++) printf("%s%d", b ? ", " : "", budgets[b]);
-        printf("], \"rows\": [");
-        for (int i = 0; i < n_cands; i++) {
-            printf("%s{\"method\": \"%s\", \"n_tip\": %d, \"ca\": [", i ? ", " : "", cands[i].params.method,
-                   cands[i].params.n_tip);
-            for (int b = 0; b < n_budgets; b++) printf("%s%.6f", b ? ", " : "", res[i * n_budgets + b]);
-            printf("]}");
-        }
-        printf("]}\n");
-    } else {
-        printf("compound CA (%%) at context %lld, %lld decode steps, %d layers x %d heads (%.0f s)\n\n| method |",
-               (long long)ctx, (long long)decode, info.n_layers, info.n_heads, cli_now() - t0);
-        for (int b = 0; b < n_budgets; b++) printf(" K=%d |", budgets[b]);
-        printf("\n|---|");
-        for (int b = 0; b < n_budgets; b++) printf("---|");
-        printf("\n");
-        for (int i = 0; i < n_cands; i++) {
-            printf("| %s |", cands[i].label);
-            for (int b = 0; b < n_budgets; b++) printf(" %.1f |", 100.0 * res[i * n_budgets + b]);
-            printf("\n");
-        }
+    if (json) print_json(cands, n_cands, budgets, n_budgets, &out, per_layer ? info.n_layers : 0, ctx, offset, decode);
+    else {
+        printf("context %lld, %lld decode steps, %d layers x %d heads (%.0f s)\n\n", (long long)ctx,
+               (long long)decode, info.n_layers, info.n_heads, cli_now() - t0);
+        print_table("compound CA (%)", cands, n_cands, budgets, n_budgets, res);
+        print_table("attention-mass recall (%): the share of each head's exact softmax weight the chosen tokens hold",
+                    cands, n_cands, budgets, n_budgets, mass);
+        if (per_layer)
+            for (int b = 0; b < n_budgets; b++) print_layers(cands, n_cands, budgets, n_budgets, b, &out, info.n_layers);
     }
     rc = 0;
 done:
     free(res);
+    free(mass);
+    free(ca_l);
+    free(mass_l);
     free(ids);
     free(list);
     cli_attn_free(&base);

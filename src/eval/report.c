@@ -12,7 +12,7 @@
 typedef struct rec {
     const char *task, *label, *method, *kind, *model, *options;
     int32_t budget, n_tip, ctx, sample, decode;
-    double score, nll, depth, kl, repetition;
+    double score, nll, depth, kl, repetition, mass;
 } rec;
 
 typedef struct recs {
@@ -54,6 +54,7 @@ static fasa_status load(const cJSON *arr, recs *out) {
         r->depth = num_of(o, "depth", NAN);
         r->kl = num_of(o, "kl", NAN);
         r->repetition = num_of(o, "repetition", NAN);
+        r->mass = num_of(o, "mass", NAN);
         out->n++;
     }
     return FASA_OK;
@@ -148,6 +149,10 @@ static double mean_score(const recs *R, const sel *s, const char *label, int32_t
 static double mean_kl(const recs *R, const sel *s, const char *label, int32_t budget, int32_t *count) {
     return mean_field(R, s, label, budget, count, offsetof(rec, kl));
 }
+static double mean_mass(const recs *R, const sel *s, const char *label, int32_t budget, int32_t *count) {
+    return mean_field(R, s, label, budget, count, offsetof(rec, mass));
+}
+
 static double mean_repetition(const recs *R, const sel *s, const char *label, int32_t budget, int32_t *count) {
     return mean_field(R, s, label, budget, count, offsetof(rec, repetition));
 }
@@ -352,9 +357,16 @@ static void report_ca(FILE *out, const recs *R) {
                  "Every layer and query head, averaged over the decode steps and passages.\n\n");
     for (int32_t i = 0; i < n_ctx; i++) {
         sel s = {"ca", ctxs[i], NULL, -1};
-        char cap[96];
+        char cap[200];
         snprintf(cap, sizeof cap, "Context %d tokens, columns K", ctxs[i]);
         print_table(out, R, &s, mean_score, &(table_style){cap, "%.1f", 100.0, +1});
+        bool has_mass = false; /* results written before mass recall was recorded have none */
+        for (int32_t j = 0; j < R->n && !has_mass; j++)
+            has_mass = !strcmp(R->r[j].task, "ca") && R->r[j].ctx == ctxs[i] && !isnan(R->r[j].mass);
+        if (!has_mass) continue;
+        snprintf(cap, sizeof cap, "Context %d tokens — attention-mass recall (%%): the share of each head's exact "
+                 "softmax weight the chosen tokens hold", ctxs[i]);
+        print_table(out, R, &s, mean_mass, &(table_style){cap, "%.1f", 100.0, +1});
     }
 }
 

@@ -1,7 +1,8 @@
 /* ca: the Contextual Agreement table (the paper's Table 1) as a task: for
  * each context length and passage, the text's last D tokens are decoded
  * with exact attention while every method, at every budget, says which
- * tokens it would pick; the score is the mean overlap with the exact top-K.
+ * tokens it would pick; the score is the mean overlap with the exact top-K
+ * (each cell also records the attention-mass recall).
  * Every layer is measured (no dense layers), as in `fasa ca`. full is not
  * a row: it agrees by definition. */
 #include <stdio.h>
@@ -61,12 +62,13 @@ static fasa_status build_table(const eval_grid *g, ca_table *t) {
 }
 
 static fasa_status write_cell(const eval_env *e, const eval_config *cfg, const char *model, int32_t ctx, int32_t s,
-                              double ca, double secs, const char *key) {
+                              double ca, double mass, double secs, const char *key) {
     char v[32];
     snprintf(v, sizeof v, "D=%d", e->decode);
     const eval_cell cell = {"ca", cfg, model, ctx, s, e->seed, v};
     cJSON *o = eval_cell_json(&cell);
     if (!o || !cJSON_AddNumberToObject(o, "score", ca) || !cJSON_AddNumberToObject(o, "ca", ca) ||
+        !cJSON_AddNumberToObject(o, "mass", mass) ||
         !cJSON_AddNumberToObject(o, "decode", e->decode) ||
         !cJSON_AddStringToObject(o, "doc", eval_corpus_doc_name(e->corpus, s)) ||
         !cJSON_AddNumberToObject(o, "seconds", secs)) {
@@ -77,14 +79,15 @@ static fasa_status write_cell(const eval_env *e, const eval_config *cfg, const c
 }
 
 static fasa_status run_sample(const eval_env *e, const ca_table *t, eval_tracker *tr, const char *model, int32_t ctx,
-                              int32_t s, int32_t *tokens, double *res) {
+                              int32_t s, int32_t *tokens, double *res, double *mass) {
     fasa_status st = eval_corpus_passage(e->corpus, e->model, s, e->seed, ctx, fasa_model_add_bos(e->model), tokens);
     if (st) return st;
     eval_tracker_note(tr, "ca: passage %d (%s), %d tokens, %d rows x %d budgets", s, eval_corpus_doc_name(e->corpus, s),
                       ctx, t->n_cands, t->n_budgets);
     const ca_request req = {t->cands, t->n_cands, t->budgets, t->n_budgets, e->decode, e->n_threads, NULL, NULL};
     const double t0 = eval_seconds();
-    if ((st = ca_measure(e->model, tokens, ctx, &req, res))) return st;
+    const ca_result out = {res, mass, NULL, NULL};
+    if ((st = ca_measure(e->model, tokens, ctx, &req, &out))) return st;
     const double secs = eval_seconds() - t0;
     char key[512];
     for (int32_t i = 0; !st && i < e->grid->n; i++) {
@@ -92,9 +95,10 @@ static fasa_status run_sample(const eval_env *e, const ca_table *t, eval_tracker
         if (!c->p.budget) continue;
         ca_key(e, c, model, ctx, s, key, sizeof key);
         if (eval_results_has(e->results, key)) continue;
-        const double ca = res[find_cand(t, c->label) * t->n_budgets + find_budget(t, c->p.budget)];
-        if (!(st = write_cell(e, c, model, ctx, s, ca, secs, key)))
-            eval_tracker_cell(tr, "ca ctx %d passage %d %-8s K=%4d: %.1f%%", ctx, s, c->label, c->p.budget, 100 * ca);
+        const int32_t at = find_cand(t, c->label) * t->n_budgets + find_budget(t, c->p.budget);
+        if (!(st = write_cell(e, c, model, ctx, s, res[at], mass[at], secs, key)))
+            eval_tracker_cell(tr, "ca ctx %d passage %d %-8s K=%4d: CA %.1f%%, mass %.1f%%", ctx, s, c->label,
+                              c->p.budget, 100 * res[at], 100 * mass[at]);
     }
     return st;
 }
@@ -113,7 +117,7 @@ fasa_status eval_run_ca(const eval_env *e) {
     ca_table t;
     fasa_status st = build_table(e->grid, &t);
     int32_t *tokens = NULL;
-    double *res = NULL;
+    double *res = NULL, *mass = NULL;
     if (st) goto done;
     eval_tracker tr;
     eval_tracker_start(&tr, e, (int64_t)e->n_ctxs * e->n_samples * (e->grid->n - (e->grid->cfgs[0].p.budget == 0)));
@@ -133,14 +137,16 @@ fasa_status eval_run_ca(const eval_env *e) {
             }
     tokens = fasa_malloc((size_t)T_max, sizeof *tokens, "ca passage");
     res = fasa_malloc((size_t)t.n_cands * t.n_budgets, sizeof *res, "ca results");
-    if (!tokens || !res) st = FASA_E_NOMEM;
+    mass = fasa_malloc((size_t)t.n_cands * t.n_budgets, sizeof *mass, "ca results");
+    if (!tokens || !res || !mass) st = FASA_E_NOMEM;
     for (int32_t i = 0; !st && i < e->n_ctxs; i++)
         for (int32_t s = 0; !st && s < e->n_samples; s++)
-            if (todo[i * e->n_samples + s]) st = run_sample(e, &t, &tr, model, e->ctxs[i], s, tokens, res);
+            if (todo[i * e->n_samples + s]) st = run_sample(e, &t, &tr, model, e->ctxs[i], s, tokens, res, mass);
     free(todo);
 done:
     free(tokens);
     free(res);
+    free(mass);
     free(t.cands);
     return st;
 }

@@ -17,10 +17,13 @@ typedef struct probe_state {
     int32_t n_cands;
     const int32_t *budgets;
     int32_t n_budgets;
+    int32_t n_layers;
     /* Per KV head (calls for different KV heads run concurrently): */
-    double *sum;          /* [n_kv][n_cands * n_budgets] summed CA */
-    int64_t *count;       /* [n_kv] (query head, step, layer) samples */
-    float *logits;        /* [n_kv][group][n_ctx] full logits, then softmax weights */
+    double *sum;          /* [n_kv][n_layers][n_cands * n_budgets] summed CA */
+    double *mass;         /* [n_kv][n_layers][n_cands * n_budgets] summed mass recall */
+    int64_t *count;       /* [n_kv][n_layers] (query head, step) samples */
+    float *logits;        /* [n_kv][group][n_ctx] full logits */
+    float *weights;       /* [n_kv][group][n_ctx] their softmax */
     int32_t *rank;        /* [n_kv][group][n_ctx] rank of each position by logit */
     struct ranked {
         float logit;
@@ -37,8 +40,10 @@ static void probe_free(attn_policy *p) {
     for (int32_t i = 0; st->cands && i < st->n_cands * st->n_budgets; i++) attn_policy_free(st->cands[i]);
     free(st->cands);
     free(st->sum);
+    free(st->mass);
     free(st->count);
     free(st->logits);
+    free(st->weights);
     free(st->rank);
     free(st->order);
     free(st->idx);
@@ -52,9 +57,13 @@ static fasa_status probe_alloc(attn_policy *p, probe_state *st) {
     const size_t kv = (size_t)s->n_kv_heads, group = (size_t)(s->n_heads / s->n_kv_heads), T = (size_t)s->n_ctx;
     for (int32_t i = 0; i < st->n_cands * st->n_budgets; i++)
         if (st->cands[i]->scratch_floats > st->cand_scratch_floats) st->cand_scratch_floats = st->cands[i]->scratch_floats;
-    if (!(st->sum = fasa_calloc(kv * (size_t)(st->n_cands * st->n_budgets), sizeof *st->sum, "CA sums")) ||
-        !(st->count = fasa_calloc(kv, sizeof *st->count, "CA counts")) ||
+    const size_t cells = kv * (size_t)s->n_layers * (size_t)(st->n_cands * st->n_budgets);
+    st->n_layers = s->n_layers;
+    if (!(st->sum = fasa_calloc(cells, sizeof *st->sum, "CA sums")) ||
+        !(st->mass = fasa_calloc(cells, sizeof *st->mass, "CA mass sums")) ||
+        !(st->count = fasa_calloc(kv * (size_t)s->n_layers, sizeof *st->count, "CA counts")) ||
         !(st->logits = fasa_malloc(kv * group * T, sizeof *st->logits, "CA logits")) ||
+        !(st->weights = fasa_malloc(kv * group * T, sizeof *st->weights, "CA weights")) ||
         !(st->rank = fasa_malloc(kv * group * T, sizeof *st->rank, "CA ranks")) ||
         !(st->order = fasa_malloc(kv * T, sizeof *st->order, "CA order")) ||
         !(st->idx = fasa_malloc(kv * T, sizeof *st->idx, "CA selection")) ||
@@ -119,8 +128,18 @@ static int32_t probe_select(attn_policy *p, const attn_query *aq, int32_t *unuse
         }
     }
     for (int32_t g = 0; g < group; g++) rank_positions(logits + g * T, n, order, rank + g * T);
+    const float scale = 1.0f / sqrtf((float)d);
+    float *weights = st->weights + (int64_t)h * group * T;
+    for (int32_t g = 0; g < group; g++) {
+        const float *a = logits + g * T;
+        float *w = weights + g * T, mx = -INFINITY, z = 0.0f;
+        for (int32_t j = 0; j < n; j++) mx = fmaxf(mx, a[j] * scale);
+        for (int32_t j = 0; j < n; j++) z += (w[j] = expf(a[j] * scale - mx));
+        for (int32_t j = 0; j < n; j++) w[j] /= z;
+    }
 
-    double *sum = st->sum + h * nc;
+    const int64_t cell0 = ((int64_t)h * st->n_layers + aq->layer) * nc;
+    double *sum = st->sum + cell0, *mass = st->mass + cell0;
     for (int64_t c = 0; c < nc; c++) {
         attn_policy *cand = st->cands[c];
         const int32_t K = st->budgets[c % st->n_budgets], Kp = K < n ? K : n;
@@ -131,40 +150,38 @@ static int32_t probe_select(attn_policy *p, const attn_query *aq, int32_t *unuse
             const int32_t m = cand->dense_layer[aq->layer] ? -1 : cand->ops->select(cand, &sub, idx, cs);
             for (int32_t g = g0; g < g0 + nq; g++) {
                 int32_t hit = 0;
-                if (m < 0) hit = Kp;
+                double got = 0.0;
+                if (m < 0) hit = Kp, got = 1.0;
                 else
-                    for (int32_t t = 0; t < m; t++) hit += rank[g * T + idx[t]] < Kp;
+                    for (int32_t t = 0; t < m; t++) {
+                        hit += rank[g * T + idx[t]] < Kp;
+                        got += weights[g * T + idx[t]];
+                    }
                 sum[c] += (double)hit / Kp;
+                mass[c] += got;
             }
         }
     }
-    st->count[h] += group;
+    st->count[(int64_t)h * st->n_layers + aq->layer] += group;
 
-    /* Candidates that learn from attention weights see the exact ones. */
-    const float scale = 1.0f / sqrtf((float)d);
+    /* Candidates that learn from attention weights see the exact ones:
+     * per-head observers each head's row in place, then the rows are packed
+     * to [group][n] for the per-group ones. */
     int need_weights = 0;
     for (int64_t c = 0; c < nc; c++) need_weights |= st->cands[c]->ops->observe != NULL;
     if (need_weights) {
-        for (int32_t g = 0; g < group; g++) {
-            float *w = logits + g * T, mx = -INFINITY, z = 0.0f;
-            for (int32_t j = 0; j < n; j++) mx = fmaxf(mx, w[j] * scale);
-            for (int32_t j = 0; j < n; j++) z += (w[j] = expf(w[j] * scale - mx));
-            for (int32_t j = 0; j < n; j++) w[j] /= z;
-        }
-        /* Per-head observers read each head's row in place; then the rows are
-         * packed to [group][n] for the per-group ones. */
         for (int64_t c = 0; c < nc; c++) {
             attn_policy *cand = st->cands[c];
             if (!cand->ops->observe || !cand->per_head) continue;
             for (int32_t g = 0; g < group; g++) {
                 const attn_query sub = {aq->kv, aq->layer, h, aq->q + (int64_t)g * d, 1, aq->q_head + g, n};
-                cand->ops->observe(cand, &sub, NULL, n, logits + g * T);
+                cand->ops->observe(cand, &sub, NULL, n, weights + g * T);
             }
         }
-        for (int32_t g = 1; g < group; g++) memmove(logits + (int64_t)g * n, logits + g * T, (size_t)n * sizeof(float));
+        for (int32_t g = 1; g < group; g++) memmove(weights + (int64_t)g * n, weights + g * T, (size_t)n * sizeof(float));
         for (int64_t c = 0; c < nc; c++) {
             attn_policy *cand = st->cands[c];
-            if (cand->ops->observe && !cand->per_head) cand->ops->observe(cand, aq, NULL, n, logits);
+            if (cand->ops->observe && !cand->per_head) cand->ops->observe(cand, aq, NULL, n, weights);
         }
     }
     return -1;
@@ -186,7 +203,7 @@ static const attn_policy_ops probe_ops = {
     .select = probe_select,
 };
 
-fasa_status ca_measure(fasa_model *m, const int32_t *tokens, int32_t n, const ca_request *req, double *result) {
+fasa_status ca_measure(fasa_model *m, const int32_t *tokens, int32_t n, const ca_request *req, const ca_result *out) {
     if (req->n_decode < 1 || req->n_decode >= n)
         return fasa_error(FASA_E_ARG, "CA: %d decode steps do not fit a text of %d tokens", req->n_decode, n);
     fasa_context_params cp = fasa_context_default_params();
@@ -230,12 +247,25 @@ fasa_status ca_measure(fasa_model *m, const int32_t *tokens, int32_t n, const ca
     }
     if (!st) {
         const int64_t nc = (int64_t)req->n_cands * req->n_budgets;
-        int64_t count = 0;
-        for (int32_t h = 0; h < shape.n_kv_heads; h++) count += ps->count[h];
+        const int32_t L = shape.n_layers, KV = shape.n_kv_heads;
         for (int64_t k = 0; k < nc; k++) {
-            double s = 0.0;
-            for (int32_t h = 0; h < shape.n_kv_heads; h++) s += ps->sum[h * nc + k];
-            result[k] = count ? s / (double)count : 0.0;
+            double s = 0.0, w = 0.0;
+            int64_t count = 0;
+            for (int32_t l = 0; l < L; l++) {
+                double sl = 0.0, wl = 0.0;
+                int64_t cl = 0;
+                for (int32_t h = 0; h < KV; h++) {
+                    const int64_t at = ((int64_t)h * L + l) * nc + k;
+                    sl += ps->sum[at];
+                    wl += ps->mass[at];
+                    cl += ps->count[(int64_t)h * L + l];
+                }
+                if (out->ca_layer) out->ca_layer[k * L + l] = cl ? sl / (double)cl : 0.0;
+                if (out->mass_layer) out->mass_layer[k * L + l] = cl ? wl / (double)cl : 0.0;
+                s += sl, w += wl, count += cl;
+            }
+            out->ca[k] = count ? s / (double)count : 0.0;
+            if (out->mass) out->mass[k] = count ? w / (double)count : 0.0;
         }
     }
     fasa_context_free(c);
