@@ -129,6 +129,8 @@ typedef struct fasa_calib fasa_calib;
 typedef struct fasa_calib_params {
     int32_t budget;    /* K*: top-k size at which agreement is measured [256] */
     int32_t n_decode;  /* decode steps measured after the dense prefill [128] */
+    int32_t greedy;    /* FCs per KV head chosen greedily for the group's compound selection,
+                          one more decode pass each [0 = none: rank by each FC's own CA] */
     int32_t n_threads; /* 0 = all cores */
     /* Optional progress callback: called after each decode step. */
     void (*progress)(void *user, int32_t done, int32_t total);
@@ -140,7 +142,12 @@ fasa_calib_params fasa_calib_default_params(void);
 /* Calibrates the model on a token sequence: the first n - n_decode tokens
  * are prefilled densely, then each of the last n_decode tokens is decoded
  * (dense attention) and, at every step, every layer and query head, the
- * Contextual Agreement at budget K* of every frequency chunk is accumulated. */
+ * Contextual Agreement at budget K* of every frequency chunk is accumulated.
+ * With greedy = G, the last n_decode tokens are decoded G more times; pass r
+ * adds to each KV group's set the FC whose addition gives the group's
+ * summed-score top-K* the most attention mass (mean over its query heads of
+ * the share of the exact softmax weight it holds). Progress counts every
+ * pass's steps. */
 fasa_status fasa_calibrate(fasa_model *m, const int32_t *tokens, int32_t n, const fasa_calib_params *p,
                            fasa_calib **out);
 /* JSON file I/O. Loading checks that the file was made for this model. */

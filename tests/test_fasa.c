@@ -5,6 +5,9 @@
  *    TIP + top-k + exact attention for several shapes;
  *  - fasa with every FC selects what oracle selects;
  *  - every policy with a budget covering the context equals full attention;
+ *  - greedy calibration: each group's order is a permutation of its FCs, the
+ *    recall with every FC equals the CA probe's for the group oracle, the
+ *    file round-trips it, and fasa takes its first n_tip FCs;
  *  - the CA probe: the oracle holds the most attention mass at every budget
  *    (its top-K logits are the top-K weights), a budget covering the context
  *    scores 1, and the overall means are the means of the per-layer ones. */
@@ -406,6 +409,96 @@ static void test_sparse_policy_late_install(void **state) {
     free(full), free(early), free(late);
 }
 
+static void write_text(const char *path, const char *text) {
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    fwrite(text, 1, strlen(text), f);
+    fclose(f);
+}
+
+static void test_greedy_calibration(void **state) {
+    fasa_model_info in;
+    fasa_model_get_info(model, &in);
+    const int32_t F = in.head_dim / 2;
+    fasa_calib_params p = small_params();
+    p.greedy = F;
+    fasa_calib *c = NULL;
+    if (fasa_calibrate(model, text_ids, n_text, &p, &c) != FASA_OK) fail_msg("%s", fasa_last_error());
+    assert_int_equal(c->n_greedy, F);
+    double recall = 0.0;
+    for (int32_t l = 0; l < in.n_layers; l++)
+        for (int32_t h = 0; h < in.n_kv_heads; h++) {
+            unsigned char seen[512] = {0};
+            const int64_t at = calib_group_at(c, l, h);
+            for (int32_t i = 0; i < F; i++) {
+                const int32_t fc = c->greedy[at + i];
+                assert_true(fc >= 0 && fc < F && !seen[fc]++);
+                assert_true(c->greedy_mass[at + i] >= 0.0 && c->greedy_mass[at + i] <= 1.0 + 1e-6);
+            }
+            recall += c->greedy_mass[at + F - 1];
+        }
+    recall /= (double)in.n_layers * in.n_kv_heads;
+    /* With every FC the compound score is the full logit summed over the
+     * group: the selection is the group oracle's, on the same steps. */
+    ca_candidate oracle = {"oracle-group", {.method = "oracle", .per_head = 2, .dense_layers = ""}};
+    const int32_t budget = p.budget;
+    double ca = 0.0, mass = 0.0;
+    const ca_request req = {&oracle, 1, &budget, 1, p.n_decode, 2, NULL, NULL};
+    const ca_result out = {&ca, &mass, NULL, NULL};
+    assert_int_equal(ca_measure(model, text_ids, n_text, &req, &out), FASA_OK);
+    if (fabs(recall - mass) > 1e-4) fail_msg("greedy recall with all FCs %.6f, group oracle %.6f", recall, mass);
+
+    /* fasa takes the first n_tip of the order. */
+    int32_t coords[1024];
+    assert_int_equal(fasa_calib_label_coords(c, 7, 1, 3, coords), FASA_OK);
+    unsigned char want[1024] = {0};
+    for (int32_t i = 0; i < 3; i++) {
+        int32_t a, b;
+        fasa_rope_pair(in.rope_layout, in.head_dim, c->greedy[calib_group_at(c, 7, 1) + i], &a, &b);
+        want[a] = want[b] = 1;
+    }
+    for (int32_t i = 0, k = 0; i < in.head_dim; i++)
+        if (want[i]) assert_int_equal(coords[k++], i);
+
+    /* Round trip, and malformed orders. */
+    char path[512];
+    snprintf(path, sizeof path, "%s/test_fasa_greedy_%d.json", FASA_BUILD_DIR, (int)getpid());
+    assert_int_equal(fasa_calib_save(c, path), FASA_OK);
+    fasa_calib *d = NULL;
+    assert_int_equal(fasa_calib_load(path, model, &d), FASA_OK);
+    assert_int_equal(d->n_greedy, F);
+    for (int64_t i = 0; i < (int64_t)in.n_layers * in.n_kv_heads * F; i++) {
+        assert_int_equal(d->greedy[i], c->greedy[i]);
+        assert_true(fabs(d->greedy_mass[i] - c->greedy_mass[i]) <= 1e-6);
+    }
+    fasa_calib_free(d);
+    FILE *f = fopen(path, "rb");
+    char *text = malloc(1 << 24);
+    const size_t len = fread(text, 1, (1 << 24) - 1, f);
+    fclose(f);
+    text[len] = '\0';
+    char *order = strstr(text, "\"greedy\":[");
+    assert_non_null(order);
+    char *second = strchr(order, ',') + 1, *first = order + 10;
+    const size_t n1 = strcspn(first, ","), n2 = strcspn(second, ",]");
+    char *dup = malloc(len + 64);
+    /* the first group's second FC replaced by its first: a repeated FC */
+    snprintf(dup, len + 64, "%.*s%.*s%s", (int)(second - text), text, (int)n1, first, second + n2);
+    write_text(path, dup);
+    assert_int_equal(fasa_calib_load(path, model, &d), FASA_E_FORMAT);
+    assert_non_null(strstr(fasa_last_error(), "distinct frequency chunks"));
+    char *groups = strstr(text, ",\"groups\":");
+    assert_non_null(groups);
+    snprintf(dup, len + 64, "%.*s}", (int)(groups - text), text);
+    write_text(path, dup);
+    assert_int_equal(fasa_calib_load(path, model, &d), FASA_E_FORMAT);
+    assert_non_null(strstr(fasa_last_error(), "'groups' must be an array"));
+    unlink(path);
+    free(dup);
+    free(text);
+    fasa_calib_free(c);
+}
+
 static void test_ca_probe_mass_recall(void **state) {
     enum { NB = 3, NC = 4 };
     const int32_t budgets[NB] = {8, 32, 4096};
@@ -472,6 +565,7 @@ int main(void) {
         cmocka_unit_test(test_budget_covering_context_equals_full),
         cmocka_unit_test(test_sparse_policy_late_install),
         cmocka_unit_test(test_ca_probe_mass_recall),
+        cmocka_unit_test(test_greedy_calibration),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

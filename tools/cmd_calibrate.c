@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "fasa/calib.h"
 
 static const char *CMD = "calibrate";
 
@@ -19,6 +20,9 @@ static void help(void) {
            "      --budget K       K*, the top-k size agreement is measured at (default 256)\n"
            "      --tokens N       use the first N tokens of the text (default 2048)\n"
            "      --decode D       of which the last D are decoded and measured (default 128)\n"
+           "      --greedy G       also choose each KV group's first G FCs greedily, as a set: G more\n"
+           "                       passes over the D steps, each adding the FC that most raises the\n"
+           "                       attention mass the group's compound top-K* holds (default 0)\n"
            "  -t, --threads N      threads (default: all cores)\n"
            "  -h, --help           this help\n",
            CLI_DEFAULT_MODEL);
@@ -27,12 +31,13 @@ static void help(void) {
 static void progress(void *user, int32_t done, int32_t total) { cli_progress_update(user, done); }
 
 int cmd_calibrate(int argc, char **argv) {
-    enum { O_BUDGET = 256, O_TOKENS, O_DECODE };
+    enum { O_BUDGET = 256, O_TOKENS, O_DECODE, O_GREEDY };
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'},       {"file", required_argument, 0, 'f'},
         {"out", required_argument, 0, 'o'},         {"threads", required_argument, 0, 't'},
         {"budget", required_argument, 0, O_BUDGET}, {"tokens", required_argument, 0, O_TOKENS},
-        {"decode", required_argument, 0, O_DECODE}, {"help", no_argument, 0, 'h'},
+        {"decode", required_argument, 0, O_DECODE}, {"greedy", required_argument, 0, O_GREEDY},
+        {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
     const char *model = NULL, *file = NULL, *out = NULL;
@@ -52,6 +57,7 @@ int cmd_calibrate(int argc, char **argv) {
         case O_BUDGET: ok = cli_int(CMD, "--budget", optarg, 1, INT32_MAX, &v), cp.budget = (int32_t)v; break;
         case O_TOKENS: ok = cli_int(CMD, "--tokens", optarg, 2, INT32_MAX, &n_tokens); break;
         case O_DECODE: ok = cli_int(CMD, "--decode", optarg, 1, INT32_MAX, &v), cp.n_decode = (int32_t)v; break;
+        case O_GREEDY: ok = cli_int(CMD, "--greedy", optarg, 0, 4096, &v), cp.greedy = (int32_t)v; break;
         case 'h': help(); return 0;
         case ':': return cli_fail(CMD, "option '%s' needs a value", argv[optind - 1]);
         default: return cli_fail(CMD, "unknown option '%s' (see fasa calibrate --help)", argv[optind - 1]);
@@ -81,7 +87,7 @@ int cmd_calibrate(int argc, char **argv) {
         goto done;
     }
     cli_progress prog;
-    cli_progress_start(&prog, "calibrating", "steps", cp.n_decode);
+    cli_progress_start(&prog, "calibrating", "steps", (int64_t)cp.n_decode * (cp.greedy + 1));
     cp.progress = progress;
     cp.user = &prog;
     const double t0 = cli_now();
@@ -111,6 +117,17 @@ int cmd_calibrate(int argc, char **argv) {
            info.n_layers, info.n_heads, n, cp.n_decode, cp.budget, cli_now() - t0, out);
     printf("mean CA: best chunk %.3f, top %d chunks %.3f, the other %d chunks %.3f\n", best / heads, tip,
            top / (heads * tip), F - tip, all / (heads * (F - tip)));
+    if (cal->n_greedy > 0) {
+        /* the compound recall the greedy sets reach, at a few sizes */
+        printf("greedy sets, mean attention-mass recall of the group's top-%d:", cp.budget);
+        for (int32_t r = 1; r <= cal->n_greedy; r *= 2) {
+            double sum = 0.0;
+            for (int32_t l = 0; l < info.n_layers; l++)
+                for (int32_t h = 0; h < info.n_kv_heads; h++) sum += cal->greedy_mass[calib_group_at(cal, l, h) + r - 1];
+            printf(" %d FCs %.3f%s", r, sum / ((double)info.n_layers * info.n_kv_heads), 2 * r <= cal->n_greedy ? "," : "");
+        }
+        printf("\n");
+    }
     fasa_calib_free(cal);
     rc = 0;
 done:

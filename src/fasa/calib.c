@@ -6,7 +6,11 @@
  * with that FC's 2-D dot product alone, and the overlap of each FC's top-K*
  * with the full top-K* (Contextual Agreement) is accumulated. The measuring
  * is an attention policy that always answers "attend to everything", so the
- * decode itself is exact. */
+ * decode itself is exact.
+ *
+ * Ranking each FC by its own agreement can pick chunks that carry the same
+ * signal; the optional greedy passes choose a KV group's FCs as a set, for
+ * the selection the runtime makes with them (calib_greedy_*). */
 #include "fasa/calib.h"
 
 #include <math.h>
@@ -45,7 +49,22 @@ void fasa_calib_free(fasa_calib *c) {
     if (!c) return;
     free(c->ca);
     free(c->rank);
+    free(c->greedy);
+    free(c->greedy_mass);
     free(c);
+}
+
+fasa_status calib_alloc_greedy(fasa_calib *c, int32_t n) {
+    const size_t cells = (size_t)c->n_layers * c->n_kv_heads * (size_t)n;
+    free(c->greedy);
+    free(c->greedy_mass);
+    c->greedy_mass = NULL;
+    c->n_greedy = c->greedy_cap = 0;
+    if (!(c->greedy = fasa_calloc(cells ? cells : 1, sizeof *c->greedy, "greedy calibration order")) ||
+        !(c->greedy_mass = fasa_calloc(cells ? cells : 1, sizeof *c->greedy_mass, "greedy calibration recall")))
+        return FASA_E_NOMEM;
+    c->n_greedy = c->greedy_cap = n;
+    return FASA_OK;
 }
 
 void calib_rank(fasa_calib *c) {
@@ -85,7 +104,9 @@ const int32_t *fasa_calib_ranking(const fasa_calib *c, int32_t layer, int32_t he
 void calib_group_top_fcs(const fasa_calib *c, int32_t layer, int32_t kv_head, int32_t n_tip, unsigned char *chosen) {
     const int32_t F = c->head_dim / 2, group = c->n_heads / c->n_kv_heads;
     memset(chosen, 0, (size_t)F);
-    for (int32_t t = 0; t < n_tip && t < F; t++) {
+    const int32_t from_greedy = n_tip < c->n_greedy ? n_tip : c->n_greedy;
+    for (int32_t t = 0; t < from_greedy; t++) chosen[c->greedy[calib_group_at(c, layer, kv_head) + t]] = 1;
+    for (int32_t t = from_greedy; t < n_tip && t < F; t++) {
         int32_t best = -1;
         double best_ca = 0.0;
         for (int32_t i = 0; i < F; i++) {
@@ -188,9 +209,162 @@ static const attn_policy_ops calib_ops = {
     .select = calib_select,
 };
 
+/* ---- the greedy passes ------------------------------------------------ */
+
+/* Progress over every decode step of the calibration, all passes. */
+static void calib_progress(const fasa_calib_params *cp, int32_t done) {
+    if (cp->progress) cp->progress(cp->user, done, (cp->greedy + 1) * cp->n_decode);
+}
+
+typedef struct greedy_state {
+    int32_t budget;
+    unsigned char *in_set; /* [n_layers][n_kv][F] FCs chosen so far */
+    double *gain;          /* [n_layers][n_kv][F] this pass: summed recall with each FC added */
+    int64_t *steps;        /* [n_layers][n_kv] */
+} greedy_state;
+
+static fasa_status greedy_init(attn_policy *p) {
+    const attn_shape *s = &p->shape;
+    const int32_t F = s->head_dim / 2, group = s->n_heads / s->n_kv_heads;
+    const size_t lk = (size_t)s->n_layers * s->n_kv_heads;
+    greedy_state *st = fasa_calloc(1, sizeof *st, "greedy calibration state");
+    if (!st) return FASA_E_NOMEM;
+    p->state = st;
+    if (!(st->in_set = fasa_calloc(lk * F, 1, "greedy sets")) ||
+        !(st->gain = fasa_calloc(lk * F, sizeof *st->gain, "greedy sums")) ||
+        !(st->steps = fasa_calloc(lk, sizeof *st->steps, "greedy counts")))
+        return FASA_E_NOMEM;
+    /* per-FC logits of every query head, their softmax weights, the set's
+     * scores, one candidate's scores, top-k indices and work, one key row */
+    p->scratch_floats = (int64_t)(group * F + group + 4) * s->n_ctx + s->head_dim;
+    return FASA_OK;
+}
+
+static void greedy_free(attn_policy *p) {
+    greedy_state *st = p->state;
+    if (!st) return;
+    free(st->in_set);
+    free(st->gain);
+    free(st->steps);
+    free(st);
+    p->state = NULL;
+}
+
+/* One step of a greedy pass for a KV group: for every FC not yet in the
+ * group's set, the attention mass the top-K of (set + FC) summed scores
+ * holds, averaged over the group's query heads. Attends to all. */
+static int32_t greedy_select(attn_policy *p, const attn_query *aq, int32_t *unused, float *scratch) {
+    greedy_state *st = p->state;
+    const attn_shape *s = &p->shape;
+    const int32_t d = s->head_dim, F = d / 2, n = aq->n_keys, G = aq->n_q;
+    const int32_t K = st->budget < n ? st->budget : n;
+    const int64_t T = s->n_ctx, lk = (int64_t)aq->layer * s->n_kv_heads + aq->kv_head;
+    float *fc = scratch, *w = fc + (int64_t)G * F * T, *base = w + (int64_t)G * T, *cand = base + T;
+    float *work = cand + T, *row = work + 2 * T;
+    int32_t *idx = (int32_t *)(work + T);
+    const unsigned char *in = st->in_set + lk * F;
+    const float scale = 1.0f / sqrtf((float)d);
+    for (int32_t j = 0; j < n; j++) base[j] = 0.0f;
+    for (int32_t g = 0; g < G; g++) {
+        float *fg = fc + (int64_t)g * F * T, *wg = w + (int64_t)g * T, mx = -INFINITY, z = 0.0f;
+        calib_fc_logits(aq->kv, aq->layer, aq->kv_head, aq->q + (int64_t)g * d, s->rope_layout, n, fg, row);
+        for (int32_t j = 0; j < n; j++) {
+            float a = 0.0f, b = 0.0f;
+            for (int32_t i = 0; i < F; i++) {
+                a += fg[(int64_t)i * n + j];
+                if (in[i]) b += fg[(int64_t)i * n + j];
+            }
+            wg[j] = a * scale;
+            base[j] += b;
+            mx = fmaxf(mx, wg[j]);
+        }
+        for (int32_t j = 0; j < n; j++) z += (wg[j] = expf(wg[j] - mx));
+        for (int32_t j = 0; j < n; j++) wg[j] /= z;
+    }
+    double *gain = st->gain + lk * F;
+    for (int32_t i = 0; i < F; i++) {
+        if (in[i]) continue;
+        for (int32_t j = 0; j < n; j++) {
+            float a = base[j];
+            for (int32_t g = 0; g < G; g++) a += fc[(int64_t)g * F * T + (int64_t)i * n + j];
+            cand[j] = a;
+        }
+        const int32_t m = attn_topk(cand, n, K, idx, work);
+        double mass = 0.0;
+        for (int32_t g = 0; g < G; g++)
+            for (int32_t t = 0; t < m; t++) mass += w[(int64_t)g * T + idx[t]];
+        gain[i] += mass / G;
+    }
+    st->steps[lk]++;
+    return -1;
+}
+
+static const attn_policy_ops greedy_ops = {
+    .name = "calibration-greedy",
+    .per_head_default = false,
+    .init = greedy_init,
+    .free = greedy_free,
+    .select = greedy_select,
+};
+
+/* Closes a pass: each KV group takes its best FC (ties to the lower index;
+ * a group that saw no step, to the best group-mean CA). */
+static void greedy_take(fasa_calib *cal, greedy_state *st, int32_t r) {
+    const int32_t F = cal->head_dim / 2;
+    for (int32_t l = 0; l < cal->n_layers; l++)
+        for (int32_t h = 0; h < cal->n_kv_heads; h++) {
+            const int64_t lk = (int64_t)l * cal->n_kv_heads + h;
+            unsigned char *in = st->in_set + lk * F;
+            double *gain = st->gain + lk * F;
+            int32_t best = -1;
+            if (st->steps[lk]) {
+                for (int32_t i = 0; i < F; i++)
+                    if (!in[i] && (best < 0 || gain[i] > gain[best])) best = i;
+            } else {
+                unsigned char chosen[512];
+                calib_group_top_fcs(cal, l, h, r + 1, chosen); /* the first r are the greedy ones */
+                for (int32_t i = 0; i < F && best < 0; i++)
+                    if (chosen[i] && !in[i]) best = i;
+            }
+            in[best] = 1;
+            cal->greedy[calib_group_at(cal, l, h) + r] = best;
+            cal->greedy_mass[calib_group_at(cal, l, h) + r] = st->steps[lk] ? gain[best] / (double)st->steps[lk] : 0.0;
+            memset(gain, 0, (size_t)F * sizeof *gain);
+            st->steps[lk] = 0;
+        }
+}
+
+/* Runs the greedy passes on a context holding the prefill (n_prefill tokens). */
+static fasa_status calib_greedy(fasa_context *c, fasa_calib *cal, const int32_t *tokens, int32_t n_prefill,
+                                const fasa_calib_params *cp) {
+    fasa_status st = calib_alloc_greedy(cal, cp->greedy);
+    attn_policy *p = NULL;
+    const fasa_attn_params ap = {.method = "calibration-greedy", .budget = cp->budget, .dense_layers = ""};
+    const attn_shape shape = context_attn_shape(c);
+    if (!st) st = attn_policy_create_ops(&greedy_ops, &ap, &shape, c->kv.n_tokens, &p);
+    if (st) return st;
+    greedy_state *gs = p->state;
+    gs->budget = cp->budget;
+    cal->n_greedy = 0; /* while the passes run, calib_group_top_fcs sees only the FCs already taken */
+    st = context_install_policy(c, p);
+    for (int32_t r = 0; !st && r < cp->greedy; r++) {
+        st = fasa_context_truncate(c, n_prefill);
+        for (int32_t i = 0; !st && i < cp->n_decode; i++) {
+            st = fasa_eval(c, tokens + n_prefill + i, 1, NULL, false);
+            calib_progress(cp, (r + 1) * cp->n_decode + i + 1);
+        }
+        if (!st) {
+            greedy_take(cal, gs, r);
+            cal->n_greedy = r + 1;
+        }
+    }
+    return st;
+}
+
 fasa_calib_params fasa_calib_default_params(void) {
     return (fasa_calib_params){.budget = 256, .n_decode = 128};
 }
+
 
 fasa_status fasa_calibrate(fasa_model *m, const int32_t *tokens, int32_t n, const fasa_calib_params *cp,
                            fasa_calib **out) {
@@ -201,6 +375,9 @@ fasa_status fasa_calibrate(fasa_model *m, const int32_t *tokens, int32_t n, cons
     if (cp->budget <= 0) return fasa_error(FASA_E_ARG, "calibration budget K* must be >= 1, got %d", cp->budget);
     if (cp->n_decode <= 0)
         return fasa_error(FASA_E_ARG, "calibration needs at least one decode step, got %d", cp->n_decode);
+    if (cp->greedy < 0 || cp->greedy > m->info.head_dim / 2)
+        return fasa_error(FASA_E_ARG, "greedy FCs per KV head must be in [0, %d] (head_dim / 2), got %d",
+                          m->info.head_dim / 2, cp->greedy);
     if (n_prefill <= cp->budget)
         return fasa_error(FASA_E_ARG,
                           "calibration text too short: %d tokens leave %d to prefill before %d decode steps, "
@@ -222,7 +399,7 @@ fasa_status fasa_calibrate(fasa_model *m, const int32_t *tokens, int32_t n, cons
         st = context_install_policy(c, p);
         for (int32_t i = 0; !st && i < cp->n_decode; i++) {
             st = fasa_eval(c, tokens + n_prefill + i, 1, NULL, false);
-            if (cp->progress) cp->progress(cp->user, i + 1, cp->n_decode);
+            calib_progress(cp, i + 1);
         }
         fasa_calib *cal = st ? NULL : calib_alloc(&m->info);
         if (!st && !cal) st = FASA_E_NOMEM;
@@ -235,7 +412,9 @@ fasa_status fasa_calibrate(fasa_model *m, const int32_t *tokens, int32_t n, cons
             cal->n_tokens = n;
             cal->n_decode = cp->n_decode;
             calib_rank(cal);
-            *out = cal;
+            if (cp->greedy > 0) st = calib_greedy(c, cal, tokens, n_prefill, cp); /* frees cs with its policy */
+            if (st) fasa_calib_free(cal);
+            else *out = cal;
         }
     }
     fasa_context_free(c);

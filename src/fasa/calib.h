@@ -19,7 +19,23 @@ struct fasa_calib {
     /* [n_layers][n_heads][head_dim / 2] */
     double *ca;
     int32_t *rank;
+    /* Optional greedy group order: per (layer, KV head), the first n_greedy
+     * FCs in the order a greedy search added them, each the one that most
+     * raised the attention-mass recall of the group's compound selection
+     * (the runtime's: scores summed over the group's query heads), and that
+     * recall after each. [n_layers][n_kv_heads][n_greedy] */
+    int32_t n_greedy;
+    int32_t greedy_cap; /* entries allocated per group (n_greedy <= greedy_cap) */
+    int32_t *greedy;
+    double *greedy_mass;
 };
+
+/* Allocates the greedy arrays of c for n FCs per KV head. */
+fasa_status calib_alloc_greedy(fasa_calib *c, int32_t n);
+
+static inline int64_t calib_group_at(const fasa_calib *c, int32_t layer, int32_t kv_head) {
+    return ((int64_t)layer * c->n_kv_heads + kv_head) * c->greedy_cap;
+}
 
 /* Allocates an empty calibration shaped for a model. */
 fasa_calib *calib_alloc(const fasa_model_info *in);
@@ -28,8 +44,9 @@ void calib_rank(fasa_calib *c);
 /* Checks that c fits a model with this shape; names the first mismatch. */
 fasa_status calib_check_shape(const fasa_calib *c, int32_t n_layers, int32_t n_heads, int32_t head_dim);
 
-/* Marks in chosen[F] the n_tip chunks with the best CA averaged over the
- * query heads of a KV group (ties to the lower chunk index). */
+/* Marks in chosen[F] the n_tip chunks of a KV group: the first of the
+ * greedy order when the calibration has one, then (or else) those with the
+ * best CA averaged over the group's query heads (ties to the lower index). */
 void calib_group_top_fcs(const fasa_calib *c, int32_t layer, int32_t kv_head, int32_t n_tip, unsigned char *chosen);
 
 static inline int64_t calib_at(const fasa_calib *c, int32_t layer, int32_t head) {

@@ -1,11 +1,15 @@
 /* Calibration files: JSON, written and read with cJSON.
  *
- *   {"format": "fasa-calibration", "version": 1,
+ *   {"format": "fasa-calibration", "version": 2,
  *    "model": {"arch", "n_layers", "n_heads", "n_kv_heads", "head_dim",
  *              "rope_layout", "rope_base", "tensor_hash"},
- *    "settings": {"budget", "n_tokens", "n_decode"},
- *    "heads": [{"layer", "head", "ranking": [fc, ...], "ca": [ca of fc 0, 1, ...]}, ...]}
+ *    "settings": {"budget", "n_tokens", "n_decode", "greedy"},
+ *    "heads": [{"layer", "head", "ranking": [fc, ...], "ca": [ca of fc 0, 1, ...]}, ...],
+ *    "groups": [{"layer", "kv_head", "greedy": [fc, ...], "mass": [recall, ...]}, ...]}
  *
+ * "groups" (one entry per layer and KV head, "greedy" FCs each, with the
+ * compound attention-mass recall after each) is there when the calibration
+ * ran greedy passes; version 1 files have neither it nor "settings.greedy".
  * The ranking is written for people reading the file; on load it is
  * recomputed from the CA values, which are the data. */
 #include <cjson/cJSON.h>
@@ -21,7 +25,7 @@
 #include "model.h"
 
 #define CALIB_FORMAT "fasa-calibration"
-#define CALIB_VERSION 1
+#define CALIB_VERSION 2 /* 1: no greedy order; still read */
 
 static const char *layout_name(fasa_rope_layout l) { return l == FASA_ROPE_INTERLEAVED ? "interleaved" : "half"; }
 
@@ -46,6 +50,7 @@ static cJSON *build_json(const fasa_calib *c) {
     cJSON_AddNumberToObject(set, "budget", c->budget);
     cJSON_AddNumberToObject(set, "n_tokens", c->n_tokens);
     cJSON_AddNumberToObject(set, "n_decode", c->n_decode);
+    cJSON_AddNumberToObject(set, "greedy", c->n_greedy);
     cJSON_AddItemToObject(root, "heads", heads);
     const int32_t F = c->head_dim / 2;
     for (int32_t l = 0; l < c->n_layers; l++)
@@ -66,7 +71,31 @@ static cJSON *build_json(const fasa_calib *c) {
                 cJSON_AddItemToArray(ca, cJSON_CreateNumber(round(c->ca[calib_at(c, l, h) + i] * 1e6) / 1e6));
             }
         }
+    if (c->n_greedy > 0) {
+        cJSON *groups = cJSON_AddArrayToObject(root, "groups");
+        if (!groups) goto fail_root;
+        for (int32_t l = 0; l < c->n_layers; l++)
+            for (int32_t h = 0; h < c->n_kv_heads; h++) {
+                cJSON *e = cJSON_CreateObject(), *order = cJSON_CreateArray(), *mass = cJSON_CreateArray();
+                if (!e || !order || !mass) {
+                    cJSON_Delete(e), cJSON_Delete(order), cJSON_Delete(mass);
+                    goto fail_root;
+                }
+                cJSON_AddItemToArray(groups, e);
+                cJSON_AddNumberToObject(e, "layer", l);
+                cJSON_AddNumberToObject(e, "kv_head", h);
+                cJSON_AddItemToObject(e, "greedy", order);
+                cJSON_AddItemToObject(e, "mass", mass);
+                for (int32_t i = 0; i < c->n_greedy; i++) {
+                    cJSON_AddItemToArray(order, cJSON_CreateNumber(c->greedy[calib_group_at(c, l, h) + i]));
+                    cJSON_AddItemToArray(mass, cJSON_CreateNumber(round(c->greedy_mass[calib_group_at(c, l, h) + i] * 1e6) / 1e6));
+                }
+            }
+    }
     return root;
+fail_root:
+    cJSON_Delete(root);
+    return NULL;
 fail:
     cJSON_Delete(root);
     cJSON_Delete(model);
@@ -153,6 +182,65 @@ static void check_model(loader *L, const cJSON *model, const fasa_model_info *in
     }
 }
 
+/* The greedy group orders: one entry per (layer, KV head), n FCs each, all
+ * distinct, with recalls in [0, 1]. */
+static void read_groups(loader *L, const cJSON *groups, int32_t n, fasa_calib *c) {
+    const int32_t F = c->head_dim / 2, n_expect = c->n_layers * c->n_kv_heads;
+    if (!cJSON_IsArray(groups) || cJSON_GetArraySize(groups) != n_expect) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "'groups' must be an array of %d entries (layers x KV heads) when "
+                 "settings.greedy is %d", n_expect, n);
+        bad(L, msg);
+        return;
+    }
+    if (calib_alloc_greedy(c, n) != FASA_OK) {
+        L->st = FASA_E_NOMEM;
+        return;
+    }
+    unsigned char *seen = calloc((size_t)n_expect, 1);
+    if (!seen) {
+        L->st = fasa_error(FASA_E_NOMEM, "out of memory reading calibration");
+        return;
+    }
+    const cJSON *e;
+    cJSON_ArrayForEach(e, groups) {
+        const int32_t l = get_int(L, e, "layer", 0, c->n_layers - 1), h = get_int(L, e, "kv_head", 0, c->n_kv_heads - 1);
+        const cJSON *order = cJSON_GetObjectItemCaseSensitive(e, "greedy"), *mass = cJSON_GetObjectItemCaseSensitive(e, "mass");
+        if (L->st) break;
+        if (seen[l * c->n_kv_heads + h]++) {
+            bad(L, "a (layer, KV head) group appears twice");
+            break;
+        }
+        if (!cJSON_IsArray(order) || cJSON_GetArraySize(order) != n || !cJSON_IsArray(mass) ||
+            cJSON_GetArraySize(mass) != n) {
+            bad(L, "every group must list settings.greedy FCs in 'greedy' and as many recalls in 'mass'");
+            break;
+        }
+        unsigned char used[512] = {0};
+        int32_t i = 0;
+        const cJSON *v;
+        cJSON_ArrayForEach(v, order) {
+            if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || v->valuedouble < 0 ||
+                v->valuedouble >= F || used[(int32_t)v->valuedouble]++) {
+                bad(L, "a greedy order must list distinct frequency chunks in [0, head_dim / 2)");
+                break;
+            }
+            c->greedy[calib_group_at(c, l, h) + i++] = (int32_t)v->valuedouble;
+        }
+        i = 0;
+        cJSON_ArrayForEach(v, mass) {
+            if (L->st) break;
+            if (!cJSON_IsNumber(v) || !(v->valuedouble >= 0.0 && v->valuedouble <= 1.0)) {
+                bad(L, "greedy recall values must be numbers in [0, 1]");
+                break;
+            }
+            c->greedy_mass[calib_group_at(c, l, h) + i++] = v->valuedouble;
+        }
+        if (L->st) break;
+    }
+    free(seen);
+}
+
 static void read_heads(loader *L, const cJSON *heads, fasa_calib *c) {
     const int32_t F = c->head_dim / 2, n_expect = c->n_layers * c->n_heads;
     if (!cJSON_IsArray(heads) || cJSON_GetArraySize(heads) != n_expect) {
@@ -218,7 +306,9 @@ fasa_status fasa_calib_load(const char *path, const fasa_model *m, fasa_calib **
     if (!root) return bad(&L, "not valid JSON (truncated or not a calibration file)");
     const cJSON *fmt = cJSON_GetObjectItemCaseSensitive(root, "format");
     if (!cJSON_IsString(fmt) || strcmp(fmt->valuestring, CALIB_FORMAT)) bad(&L, "not a fasa calibration file");
-    else if (get_int(&L, root, "version", 0, 1 << 30) != CALIB_VERSION && !L.st) bad(&L, "unsupported version");
+    const int32_t version = L.st ? 0 : get_int(&L, root, "version", 0, 1 << 30);
+    if (!L.st && version != 1 && version != CALIB_VERSION)
+        bad(&L, "unsupported version (this build reads versions 1 and 2)");
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
     const cJSON *set = cJSON_GetObjectItemCaseSensitive(root, "settings");
     if (!L.st && (!cJSON_IsObject(model) || !cJSON_IsObject(set))) bad(&L, "missing 'model' or 'settings'");
@@ -231,6 +321,8 @@ fasa_status fasa_calib_load(const char *path, const fasa_model *m, fasa_calib **
         c->n_decode = get_int(&L, set, "n_decode", 1, INT32_MAX);
     }
     if (!L.st) read_heads(&L, cJSON_GetObjectItemCaseSensitive(root, "heads"), c);
+    const int32_t greedy = !L.st && version >= 2 ? get_int(&L, set, "greedy", 0, m->info.head_dim / 2) : 0;
+    if (!L.st && greedy > 0) read_groups(&L, cJSON_GetObjectItemCaseSensitive(root, "groups"), greedy, c);
     cJSON_Delete(root);
     if (L.st) {
         fasa_calib_free(c);
