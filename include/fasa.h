@@ -172,7 +172,8 @@ typedef struct fasa_attn_params {
     int32_t fc_union;     /* 0 method default, 1 FCs per KV head from the group's mean ranking,
                              2 union of each query head's own top FCs */
     /* stream and h2o */
-    int32_t n_sink;       /* stream: attention-sink tokens kept [8] */
+    int32_t n_sink;       /* stream: attention-sink tokens kept [8]; fasa: first tokens always
+                             taken, not in the paper [0] */
     int32_t n_recent;     /* h2o: most recent tokens kept [budget / 2] */
     /* snapkv */
     int32_t window;       /* observation window [32] */

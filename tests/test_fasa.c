@@ -342,6 +342,49 @@ static void test_fasa_all_fcs_equals_oracle(void **state) {
     kv_free(&kv);
 }
 
+/* fasa --sinks N: the first N tokens always, then the top budget - N of the
+ * others (with every FC, by the full logit summed over the group). */
+static void test_fasa_sinks(void **state) {
+    enum { NL = 1, NH = 4, NKV = 2, D = 16, N = 300, BUDGET = 24, SINKS = 3 };
+    const attn_shape shape = {NL, NH, NKV, D, N, FASA_ROPE_INTERLEAVED};
+    fasa_kv kv;
+    synthetic_cache(&kv, NL, NKV, D, N);
+    fasa_model_info in = {.n_layers = NL, .n_heads = NH, .n_kv_heads = NKV, .head_dim = D};
+    fasa_calib *cal = calib_alloc(&in);
+    for (int i = 0; i < NL * NH * D / 2; i++) cal->ca[i] = 0.5 + 0.5 * frand();
+    calib_rank(cal);
+    attn_policy *f;
+    const fasa_attn_params fp = {.method = "fasa", .budget = BUDGET, .calib = cal, .n_tip = D / 2, .per_head = 2,
+                                 .n_sink = SINKS, .dense_layers = ""};
+    assert_int_equal(attn_policy_create(&fp, &shape, 0, &f), FASA_OK);
+    for (int t = 0; t < N; t++) f->ops->append(f, &kv, 0, t);
+    float *scratch = malloc(sizeof(float) * f->scratch_floats), q[NH * D], sc[N];
+    int32_t idx[N];
+    for (int rep = 0; rep < 10; rep++) {
+        for (int i = 0; i < NH * D; i++) q[i] = 3 * frand();
+        const int h = rep % NKV, g = NH / NKV, n_keys = 100 + 19 * rep;
+        const attn_query aq = {&kv, 0, h, q + h * g * D, g, h * g, n_keys};
+        assert_int_equal(f->ops->select(f, &aq, idx, scratch), BUDGET);
+        for (int j = 0; j < n_keys; j++) {
+            const float *k = kv_k_row(&kv, 0, h, j);
+            sc[j] = 0.0f;
+            for (int gg = 0; gg < g; gg++)
+                for (int i = 0; i < D; i++) sc[j] += q[(h * g + gg) * D + i] * k[i];
+        }
+        for (int t = 0; t < SINKS; t++) assert_int_equal(idx[t], t); /* ascending: the sinks come first */
+        /* the rest: no unchosen non-sink token beats a chosen one (up to summation order) */
+        float worst = INFINITY;
+        unsigned char in_set[N] = {0};
+        for (int t = SINKS; t < BUDGET; t++) in_set[idx[t]] = 1, worst = fminf(worst, sc[idx[t]]);
+        for (int j = SINKS; j < n_keys; j++)
+            if (!in_set[j] && sc[j] > worst + 1e-4f) fail_msg("rep %d: token %d (%.5f) beats a chosen one (%.5f)", rep, j, sc[j], worst);
+    }
+    free(scratch);
+    attn_policy_free(f);
+    fasa_calib_free(cal);
+    kv_free(&kv);
+}
+
 /* Decodes a few tokens after a prefill under each method with a budget
  * covering the context: the logits must equal those of full attention. */
 static void test_budget_covering_context_equals_full(void **state) {
@@ -562,6 +605,7 @@ int main(void) {
         cmocka_unit_test(test_step_matches_reference),
         cmocka_unit_test(test_topk),
         cmocka_unit_test(test_fasa_all_fcs_equals_oracle),
+        cmocka_unit_test(test_fasa_sinks),
         cmocka_unit_test(test_budget_covering_context_equals_full),
         cmocka_unit_test(test_sparse_policy_late_install),
         cmocka_unit_test(test_ca_probe_mass_recall),

@@ -12,6 +12,7 @@
  * top n_tip (fc_union = 2: a larger label, each query head scoring with its
  * own FCs). Tokens are chosen once per KV group from the group's summed
  * scores (default) or per query head (per_head = 1). */
+#include <float.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -190,6 +191,8 @@ static int32_t fasa_select(attn_policy *p, const attn_query *aq, int32_t *idx, f
         for (int32_t c = 0; c < n_lab; c++) w[c] += mask[c] * aq->q[(int64_t)g * d + coord[c]];
     }
     fasa_tip_scores(w, label_base(p, aq->layer, aq->kv_head), L, n, FASA_LABEL_BLOCK, scores);
+    /* Optional, not in the paper: the first n_sink tokens always taken. */
+    for (int32_t j = 0; j < p->params.n_sink && j < n; j++) scores[j] = FLT_MAX;
     return attn_topk(scores, n, p->params.budget, idx, work);
 }
 
