@@ -296,15 +296,22 @@ static void test_topk(void **state) {
     free(s), free(work), free(idx);
 }
 
+/* A calibration with random CA values for a synthetic shape. */
+static fasa_calib *random_calib(int n_layers, int n_heads, int n_kv, int d) {
+    fasa_model_info in = {.n_layers = n_layers, .n_heads = n_heads, .n_kv_heads = n_kv, .head_dim = d};
+    fasa_calib *cal = calib_alloc(&in);
+    assert_non_null(cal);
+    for (int i = 0; i < n_layers * n_heads * d / 2; i++) cal->ca[i] = 0.5 + 0.5 * frand();
+    calib_rank(cal);
+    return cal;
+}
+
 static void test_fasa_all_fcs_equals_oracle(void **state) {
     enum { NL = 2, NH = 6, NKV = 2, D = 32, N = 400, BUDGET = 40 };
     const attn_shape shape = {NL, NH, NKV, D, N, FASA_ROPE_INTERLEAVED};
     fasa_kv kv;
     synthetic_cache(&kv, NL, NKV, D, N);
-    fasa_model_info in = {.n_layers = NL, .n_heads = NH, .n_kv_heads = NKV, .head_dim = D};
-    fasa_calib *cal = calib_alloc(&in);
-    for (int i = 0; i < NL * NH * D / 2; i++) cal->ca[i] = 0.5 + 0.5 * frand();
-    calib_rank(cal);
+    fasa_calib *cal = random_calib(NL, NH, NKV, D);
     for (int per_head = 1; per_head <= 2; per_head++) {
         attn_policy *f, *o;
         const fasa_attn_params fp = {.method = "fasa", .budget = BUDGET, .calib = cal, .n_tip = D / 2,
@@ -349,10 +356,7 @@ static void test_fasa_sinks(void **state) {
     const attn_shape shape = {NL, NH, NKV, D, N, FASA_ROPE_INTERLEAVED};
     fasa_kv kv;
     synthetic_cache(&kv, NL, NKV, D, N);
-    fasa_model_info in = {.n_layers = NL, .n_heads = NH, .n_kv_heads = NKV, .head_dim = D};
-    fasa_calib *cal = calib_alloc(&in);
-    for (int i = 0; i < NL * NH * D / 2; i++) cal->ca[i] = 0.5 + 0.5 * frand();
-    calib_rank(cal);
+    fasa_calib *cal = random_calib(NL, NH, NKV, D);
     attn_policy *f;
     const fasa_attn_params fp = {.method = "fasa", .budget = BUDGET, .calib = cal, .n_tip = D / 2, .per_head = 2,
                                  .n_sink = SINKS, .dense_layers = ""};

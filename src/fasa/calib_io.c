@@ -29,6 +29,28 @@
 
 static const char *layout_name(fasa_rope_layout l) { return l == FASA_ROPE_INTERLEAVED ? "interleaved" : "half"; }
 
+/* Appends {"layer": l, <head_key>: h, <ints_key>: ints[0..n), <vals_key>:
+ * vals[0..n)} to arr; values in [0, 1], rounded to 6 digits (plenty for a
+ * mean overlap or recall). */
+static bool add_entry(cJSON *arr, int32_t l, const char *head_key, int32_t h, const char *ints_key,
+                      const int32_t *ints, const char *vals_key, const double *vals, int32_t n) {
+    cJSON *e = cJSON_CreateObject(), *a = cJSON_CreateArray(), *b = cJSON_CreateArray();
+    if (!e || !a || !b) {
+        cJSON_Delete(e), cJSON_Delete(a), cJSON_Delete(b);
+        return false;
+    }
+    cJSON_AddItemToArray(arr, e);
+    cJSON_AddNumberToObject(e, "layer", l);
+    cJSON_AddNumberToObject(e, head_key, h);
+    cJSON_AddItemToObject(e, ints_key, a);
+    cJSON_AddItemToObject(e, vals_key, b);
+    for (int32_t i = 0; i < n; i++) {
+        cJSON_AddItemToArray(a, cJSON_CreateNumber(ints[i]));
+        cJSON_AddItemToArray(b, cJSON_CreateNumber(round(vals[i] * 1e6) / 1e6));
+    }
+    return true;
+}
+
 static cJSON *build_json(const fasa_calib *c) {
     cJSON *root = cJSON_CreateObject(), *model = cJSON_CreateObject(), *set = cJSON_CreateObject();
     cJSON *heads = cJSON_CreateArray();
@@ -55,41 +77,18 @@ static cJSON *build_json(const fasa_calib *c) {
     const int32_t F = c->head_dim / 2;
     for (int32_t l = 0; l < c->n_layers; l++)
         for (int32_t h = 0; h < c->n_heads; h++) {
-            cJSON *e = cJSON_CreateObject(), *rank = cJSON_CreateArray(), *ca = cJSON_CreateArray();
-            if (!e || !rank || !ca) {
-                cJSON_Delete(e), cJSON_Delete(rank), cJSON_Delete(ca);
-                goto fail;
-            }
-            cJSON_AddItemToArray(heads, e);
-            cJSON_AddNumberToObject(e, "layer", l);
-            cJSON_AddNumberToObject(e, "head", h);
-            cJSON_AddItemToObject(e, "ranking", rank);
-            cJSON_AddItemToObject(e, "ca", ca);
-            for (int32_t i = 0; i < F; i++) {
-                cJSON_AddItemToArray(rank, cJSON_CreateNumber(c->rank[calib_at(c, l, h) + i]));
-                /* 6 significant digits are plenty for a mean overlap. */
-                cJSON_AddItemToArray(ca, cJSON_CreateNumber(round(c->ca[calib_at(c, l, h) + i] * 1e6) / 1e6));
-            }
+            const int64_t at = calib_at(c, l, h);
+            if (!add_entry(heads, l, "head", h, "ranking", c->rank + at, "ca", c->ca + at, F)) goto fail_root;
         }
     if (c->n_greedy > 0) {
         cJSON *groups = cJSON_AddArrayToObject(root, "groups");
         if (!groups) goto fail_root;
         for (int32_t l = 0; l < c->n_layers; l++)
             for (int32_t h = 0; h < c->n_kv_heads; h++) {
-                cJSON *e = cJSON_CreateObject(), *order = cJSON_CreateArray(), *mass = cJSON_CreateArray();
-                if (!e || !order || !mass) {
-                    cJSON_Delete(e), cJSON_Delete(order), cJSON_Delete(mass);
+                const int64_t at = calib_group_at(c, l, h);
+                if (!add_entry(groups, l, "kv_head", h, "greedy", c->greedy + at, "mass", c->greedy_mass + at,
+                               c->n_greedy))
                     goto fail_root;
-                }
-                cJSON_AddItemToArray(groups, e);
-                cJSON_AddNumberToObject(e, "layer", l);
-                cJSON_AddNumberToObject(e, "kv_head", h);
-                cJSON_AddItemToObject(e, "greedy", order);
-                cJSON_AddItemToObject(e, "mass", mass);
-                for (int32_t i = 0; i < c->n_greedy; i++) {
-                    cJSON_AddItemToArray(order, cJSON_CreateNumber(c->greedy[calib_group_at(c, l, h) + i]));
-                    cJSON_AddItemToArray(mass, cJSON_CreateNumber(round(c->greedy_mass[calib_group_at(c, l, h) + i] * 1e6) / 1e6));
-                }
             }
     }
     return root;
@@ -182,6 +181,22 @@ static void check_model(loader *L, const cJSON *model, const fasa_model_info *in
     }
 }
 
+/* Copies a JSON array of numbers in [0, 1] (its length already checked). */
+static bool read_fractions(loader *L, const cJSON *arr, double *out, const char *what) {
+    int32_t i = 0;
+    const cJSON *v;
+    cJSON_ArrayForEach(v, arr) {
+        if (!cJSON_IsNumber(v) || !(v->valuedouble >= 0.0 && v->valuedouble <= 1.0)) {
+            char msg[96];
+            snprintf(msg, sizeof msg, "%s must be numbers in [0, 1]", what);
+            bad(L, msg);
+            return false;
+        }
+        out[i++] = v->valuedouble;
+    }
+    return true;
+}
+
 /* The greedy group orders: one entry per (layer, KV head), n FCs each, all
  * distinct, with recalls in [0, 1]. */
 static void read_groups(loader *L, const cJSON *groups, int32_t n, fasa_calib *c) {
@@ -227,16 +242,7 @@ static void read_groups(loader *L, const cJSON *groups, int32_t n, fasa_calib *c
             }
             c->greedy[calib_group_at(c, l, h) + i++] = (int32_t)v->valuedouble;
         }
-        i = 0;
-        cJSON_ArrayForEach(v, mass) {
-            if (L->st) break;
-            if (!cJSON_IsNumber(v) || !(v->valuedouble >= 0.0 && v->valuedouble <= 1.0)) {
-                bad(L, "greedy recall values must be numbers in [0, 1]");
-                break;
-            }
-            c->greedy_mass[calib_group_at(c, l, h) + i++] = v->valuedouble;
-        }
-        if (L->st) break;
+        if (L->st || !read_fractions(L, mass, c->greedy_mass + calib_group_at(c, l, h), "greedy recall values")) break;
     }
     free(seen);
 }
@@ -267,16 +273,7 @@ static void read_heads(loader *L, const cJSON *heads, fasa_calib *c) {
             bad(L, "every 'ca' must list one value per frequency chunk (head_dim / 2)");
             break;
         }
-        int32_t i = 0;
-        const cJSON *v;
-        cJSON_ArrayForEach(v, ca) {
-            if (!cJSON_IsNumber(v) || !(v->valuedouble >= 0.0 && v->valuedouble <= 1.0)) {
-                bad(L, "CA values must be numbers in [0, 1]");
-                break;
-            }
-            c->ca[calib_at(c, l, h) + i++] = v->valuedouble;
-        }
-        if (L->st) break;
+        if (!read_fractions(L, ca, c->ca + calib_at(c, l, h), "CA values")) break;
     }
     free(seen);
 }
