@@ -22,10 +22,15 @@
  *           tip.cuh passes); meanwhile every CTA attends to its own tokens
  *           (attn.cuh, gather form) and pushes its partial softmax state
  *           into CTA 0's shared memory.
- *  5.       cluster barrier. CTA 0 attends to the chosen candidates, merges
- *           the C partials and writes the output.
+ *  5.       CTA 0 attends to the chosen candidates, waits at the last
+ *           cluster barrier for every partial, merges them and writes the
+ *           output.
  * The selection is exact (ties at the threshold broken arbitrarily); the
- * chosen indices also go to a global list so that callers can read them. */
+ * chosen indices also go to a global list so that callers can read them.
+ * Measured on an H200 (docs/perf-notes.md): faster than the three launches
+ * while a CTA's share of the labels is small (short contexts, few label
+ * coordinates), slower beyond, where its label pass on C x units SMs at 8
+ * warps each is the bottleneck; fasa_cuda.cu chooses by that share. */
 #ifndef FASA_CUDA_CLUSTER_CUH
 #define FASA_CUDA_CLUSTER_CUH
 

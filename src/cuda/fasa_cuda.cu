@@ -123,10 +123,11 @@ static size_t cluster_smem(const fasa_cuda_ctx *ctx, int32_t C, int64_t n, int32
 
 /* Which cluster sizes can run the context's largest step (n_ctx tokens,
  * n_fac_max), and the default: the one with the least work per CTA, waves
- * counted (waves / C smallest; on an H200 16-CTA clusters fit only 7 at a
- * time, so 8 KV heads take 14). None on devices
- * before sm_90, with per-head selection, or when even 16 CTAs per unit would
- * need more shared memory than a CTA may have. */
+ * counted (waves / C smallest: on an H200 only 7 clusters of 12-16 CTAs fit
+ * at a time, so 8 KV heads would need two waves, and 9 CTAs per cluster
+ * wins). None on devices before sm_90, with per-head selection, when even 16
+ * CTAs per unit would need more shared memory than a CTA may have, or when
+ * the device refuses the kernel's attributes (the launches then serve). */
 static fasa_status cluster_choose(fasa_cuda_ctx *ctx) {
     const fasa_cuda_params *p = &ctx->p;
     int major = 0, smem_max = 0;
@@ -135,7 +136,10 @@ static fasa_status cluster_choose(fasa_cuda_ctx *ctx) {
     if (major < 9 || p->per_head_select) return FASA_OK;
     const bool i8 = p->label_type == FASA_CUDA_LABEL_I8;
     const int static_smem = 1024; /* the kernel's own __shared__ variables, with room */
-    CUDA_TRY(cluster_prepare(i8, p->head_dim, smem_max - static_smem));
+    if (cluster_prepare(i8, p->head_dim, smem_max - static_smem) != cudaSuccess) {
+        cudaGetLastError();
+        return FASA_OK;
+    }
     double best = 0;
     int best_waves = 0;
     for (int32_t C = 1; C <= CL_MAX; ++C) {
