@@ -95,11 +95,27 @@ typedef enum fasa_kv_type {
     FASA_KV_F16 = 1,
 } fasa_kv_type;
 
+/* Where decode attention runs. The rest of the forward pass (matrix
+ * products, the dense prefill) always runs on the CPU. */
+typedef enum fasa_device {
+    FASA_DEVICE_CPU = 0,
+    /* An NVIDIA GPU, K, V and FASA's labels in device memory (FASA-C). */
+    FASA_DEVICE_CUDA = 1,
+    /* An NVIDIA GPU with only the labels in device memory; K and V stay in
+     * pinned host memory and the selected rows are read over PCIe (FASA-M). */
+    FASA_DEVICE_CUDA_HOST_KV = 2,
+} fasa_device;
+
 typedef struct fasa_context_params {
     int32_t n_ctx;      /* tokens the KV cache holds; 0 = the model's training context */
     int32_t n_threads;  /* 0 = all available cores */
     int32_t n_batch;    /* max tokens per forward call chunk; 0 = 256 */
     fasa_kv_type kv_type;
+    /* On a GPU: the methods full and fasa (KV-group selection, --fc 4, 8, 16
+     * or 32 for fp16 labels); others fail in fasa_context_set_attention.
+     * Fails with FASA_E_UNSUPPORTED in a build without CUDA. */
+    fasa_device device;
+    int32_t cuda_device; /* CUDA device ordinal [0] */
 } fasa_context_params;
 
 fasa_context_params fasa_context_default_params(void);

@@ -1,6 +1,7 @@
 #include "context.h"
 
 #include <omp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -56,8 +57,18 @@ fasa_status fasa_context_init(fasa_model *m, const fasa_context_params *p, fasa_
     c->model = m;
     c->n_threads = p->n_threads ? p->n_threads : omp_get_num_procs();
     c->n_batch = p->n_batch ? p->n_batch : 256;
+    c->device = p->device;
+    c->cuda_device = p->cuda_device;
+    if (p->device != FASA_DEVICE_CPU && p->device != FASA_DEVICE_CUDA && p->device != FASA_DEVICE_CUDA_HOST_KV) {
+        free(c);
+        return fasa_error(FASA_E_ARG, "unknown device %d", (int)p->device);
+    }
     fasa_status st = kv_init(&c->kv, in->n_layers, in->n_kv_heads, in->head_dim, n_ctx, p->kv_type);
     if (!st) st = alloc_scratch(c);
+    if (!st && c->device != FASA_DEVICE_CPU) {
+        const attn_shape shape = context_attn_shape(c);
+        st = context_gpu_create(&c->kv, &shape, c->device, c->cuda_device, NULL, NULL, &c->gpu);
+    }
     if (st) {
         fasa_context_free(c);
         return st;
@@ -86,13 +97,11 @@ void fasa_context_free(fasa_context *c) {
     free(c->q_hist);
     free(c->policy_scratch);
     attn_policy_free(c->policy);
+    context_gpu_free(c->gpu);
     free(c);
 }
 
-void fasa_context_reset(fasa_context *c) {
-    c->kv.n_tokens = 0;
-    if (c->policy && c->policy->ops->truncate) c->policy->ops->truncate(c->policy, 0);
-}
+void fasa_context_reset(fasa_context *c) { fasa_context_truncate(c, 0); }
 int32_t fasa_context_n_past(const fasa_context *c) { return c->kv.n_tokens; }
 int32_t fasa_context_n_ctx(const fasa_context *c) { return c->kv.n_ctx; }
 
@@ -101,7 +110,20 @@ fasa_status fasa_context_truncate(fasa_context *c, int32_t n) {
         return fasa_error(FASA_E_ARG, "cannot truncate a context of %d tokens to %d", c->kv.n_tokens, n);
     c->kv.n_tokens = n;
     if (c->policy && c->policy->ops->truncate) c->policy->ops->truncate(c->policy, n);
-    return FASA_OK;
+    if (c->gpu && !c->fault) context_set_fault(c, context_gpu_truncate(c->gpu, n));
+    return context_check_fault(c);
+}
+
+void context_set_fault(fasa_context *c, fasa_status st) {
+    if (!st || c->fault) return;
+    c->fault = st;
+    snprintf(c->fault_msg, sizeof c->fault_msg, "%s", fasa_last_error());
+}
+
+fasa_status context_check_fault(const fasa_context *c) {
+    if (!c->fault) return FASA_OK;
+    return fasa_error(c->fault, "decode attention on the GPU failed, so this context can no longer be used: %s",
+                      c->fault_msg);
 }
 
 attn_shape context_attn_shape(const fasa_context *c) {
@@ -160,5 +182,19 @@ fasa_status fasa_context_set_attention(fasa_context *c, const fasa_attn_params *
     attn_policy *p;
     fasa_status st = attn_policy_create(params, &shape, c->kv.n_tokens, &p);
     if (st) return st;
-    return context_install_policy(c, p);
+    /* A GPU cache with this policy's labels; the old one stays until the policy is in. */
+    context_gpu *g = NULL;
+    if (c->gpu && (st = context_gpu_create(&c->kv, &shape, c->device, c->cuda_device, p, params->calib, &g))) {
+        attn_policy_free(p);
+        return st;
+    }
+    if ((st = context_install_policy(c, p))) {
+        context_gpu_free(g); /* the context is dense now, which the old GPU cache runs */
+        return st;
+    }
+    if (g) {
+        context_gpu_free(c->gpu);
+        c->gpu = g;
+    }
+    return FASA_OK;
 }

@@ -4,6 +4,7 @@
 #define FASA_CONTEXT_H
 
 #include "attn/policy.h"
+#include "context_gpu.h"
 #include "kv.h"
 #include "model.h"
 
@@ -37,7 +38,20 @@ struct fasa_context {
     /* Queries of the last ATTN_QUERY_HISTORY positions per layer, a ring
      * indexed by position, replayed to a policy installed mid-sequence. */
     float *q_hist;              /* [n_layers][ATTN_QUERY_HISTORY][n_heads * head_dim] */
+    /* Decode attention on a GPU (device != CPU): a copy of the cache there. */
+    fasa_device device;
+    int32_t cuda_device;
+    context_gpu *gpu;
+    /* The first GPU failure inside a forward pass; the context refuses
+     * further work once it is set, since its caches may disagree. */
+    fasa_status fault;
+    char fault_msg[256];
 };
+
+/* Records the first GPU failure (st != FASA_OK) with its message. */
+void context_set_fault(fasa_context *c, fasa_status st);
+/* FASA_OK, or the recorded failure as a fresh error for the caller. */
+fasa_status context_check_fault(const fasa_context *c);
 
 /* Installs p (taking ownership; NULL = dense), replaying the cached tokens
  * to it. On failure the context keeps dense attention and p is freed. */

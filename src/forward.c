@@ -151,8 +151,13 @@ static void remember_queries(fasa_context *c, int32_t layer, int32_t pos0, int32
  * then sees the chunk's queries. A single token is a decode step. */
 void forward_attention(fasa_context *c, int32_t layer, int32_t pos0, int32_t n) {
     attn_policy *p = c->policy;
-    if (n == 1) attention_decode(c, layer, pos0);
-    else attention_dense(c, layer, pos0, n);
+    if (n == 1 && c->gpu) {
+        if (!c->fault) context_set_fault(c, context_gpu_decode(c->gpu, layer, p, c->q, c->xb));
+    } else if (n == 1) {
+        attention_decode(c, layer, pos0);
+    } else {
+        attention_dense(c, layer, pos0, n);
+    }
     if (p && n > 1 && p->ops->prefill) p->ops->prefill(p, &c->kv, layer, c->q, pos0, n);
     remember_queries(c, layer, pos0, n);
 }
@@ -176,6 +181,7 @@ static void layer_forward(fasa_context *c, int32_t l, int32_t pos0, int32_t n) {
         kv_store(&c->kv, l, pos0 + t, c->k + t * KVD, c->v + t * KVD);
         if (c->policy && c->policy->ops->append) c->policy->ops->append(c->policy, &c->kv, l, pos0 + t);
     }
+    if (c->gpu && !c->fault) context_set_fault(c, context_gpu_append(c->gpu, l, c->k, c->v, n));
     forward_attention(c, l, pos0, n);
     matmul(c, &L->wo, c->xb, n, c->proj);
     add_into(c->x, c->proj, (int64_t)n * E);
@@ -217,6 +223,8 @@ fasa_status fasa_eval(fasa_context *c, const int32_t *tokens, int32_t n, float *
         if (tokens[i] < 0 || tokens[i] >= n_vocab)
             return fasa_error(FASA_E_ARG, "token id %d at index %d is outside the vocabulary [0, %d)",
                               tokens[i], i, n_vocab);
+    fasa_status st = context_check_fault(c);
+    if (st) return st;
     if (n > c->kv.n_ctx - c->kv.n_tokens)
         return fasa_error(FASA_E_CONTEXT, "%d tokens do not fit: %d of the context's %d are already used",
                           n, c->kv.n_tokens, c->kv.n_ctx);
@@ -227,6 +235,7 @@ fasa_status fasa_eval(fasa_context *c, const int32_t *tokens, int32_t n, float *
         if (logits && all_logits) out = logits + (int64_t)i * n_vocab;
         else if (logits && last) out = logits;
         forward_chunk(c, tokens + i, nb, out, all_logits);
+        if ((st = context_check_fault(c))) return st;
     }
     return FASA_OK;
 }

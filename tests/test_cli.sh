@@ -92,4 +92,23 @@ for x in r:
 expect_ok "ca table" "$FASA" ca -m "$MODEL" -f "$tmp/ppl.txt" --ctx 200 --decode 2 --methods stream --budgets 16 --per-layer
 grep -q "attention-mass recall" "$tmp/out" && grep -q "per layer at K=16" "$tmp/out" && grep -qE "^\| 29 \|" "$tmp/out" && ok || bad "ca table: $(head -c 600 "$tmp/out")"
 
+# Decode attention on a GPU. Where the build or the machine has no usable GPU,
+# --device cuda must fail with a CUDA message; where it has one, greedy text
+# must equal the CPU's (fp16 K/V on both sides, so only summation order differs).
+expect_error "bad device" "--device expects cpu, cuda or cuda-m" "$FASA" generate -m "$MODEL" -p hi --device gpu
+expect_error "eval on gpu" "runs on the CPU only" "$FASA" eval ppl -m "$MODEL" --device cuda
+expect_error "ca on gpu" "runs on the CPU only" "$FASA" ca -m "$MODEL" -f "$tmp/ppl.txt" --device cuda-m --methods stream
+expect_error "cpu-only method on gpu" "CUDA|runs on the CPU only" "$FASA" generate -m "$MODEL" -p hi --device cuda --attn stream --budget 16
+gen=(generate -m "$MODEL" -p "The three primary colours are" -n 24 --temp 0 --kv-type f16)
+expect_ok "generate cpu f16" "$FASA" "${gen[@]}"
+cp "$tmp/out" "$tmp/cpu.txt"
+for dev in cuda cuda-m; do
+    if "$FASA" "${gen[@]}" --device $dev >"$tmp/out" 2>"$tmp/err" </dev/null; then
+        cmp -s "$tmp/out" "$tmp/cpu.txt" && ok || bad "--device $dev text differs from the CPU's: $(head -c 200 "$tmp/out")"
+    else
+        rc=$?
+        [ $rc -lt 128 ] && grep -q "CUDA" "$tmp/err" && ok || bad "--device $dev without a GPU: rc $rc, $(head -c 300 "$tmp/err")"
+    fi
+done
+
 cli_summary

@@ -62,6 +62,7 @@ void cli_progress_end(cli_progress *p);
 
 typedef struct cli_attn {
     fasa_attn_params p;
+    fasa_device device; /* --device: where decode attention runs */
     const char *calib_path;
     fasa_calib *calib; /* loaded by cli_attn_apply */
 } cli_attn;
@@ -84,7 +85,8 @@ enum { CLI_ATTN_BASE = 1000 };
         {"refresh", required_argument, 0, CLI_ATTN_BASE + 11},                                  \
         {"page", required_argument, 0, CLI_ATTN_BASE + 12},                                     \
         {"sparq-r", required_argument, 0, CLI_ATTN_BASE + 13},                                  \
-        {"attn-seed", required_argument, 0, CLI_ATTN_BASE + 14}
+        {"attn-seed", required_argument, 0, CLI_ATTN_BASE + 14},                                \
+        {"device", required_argument, 0, CLI_ATTN_BASE + 15}
 
 void cli_attn_init(cli_attn *a);
 /* Handles one shared option; false after printing an error. */
@@ -93,4 +95,8 @@ void cli_attn_help(void);
 /* Loads the calibration if one is needed or given, and installs the policy. */
 bool cli_attn_apply(const char *cmd, const fasa_model *m, fasa_context *c, cli_attn *a);
 bool cli_attn_is_sparse(const cli_attn *a);
+/* "cpu", "cuda" or "cuda-m", as --device spells it. */
+const char *cli_device_name(fasa_device d);
+/* For commands that run on the CPU only: false, with an error, for any other --device. */
+bool cli_attn_cpu_only(const char *cmd, const cli_attn *a);
 void cli_attn_free(cli_attn *a);

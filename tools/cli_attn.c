@@ -51,6 +51,12 @@ bool cli_attn_option(const char *cmd, int code, const char *val, cli_attn *a) {
     case 12: ok = cli_int(cmd, "--page", val, 1, 1 << 20, &v), p->page = (int32_t)v; break;
     case 13: ok = cli_int(cmd, "--sparq-r", val, 1, 4096, &v), p->sparq_r = (int32_t)v; break;
     case 14: ok = cli_int(cmd, "--attn-seed", val, 0, INT64_MAX, &v), p->seed = (uint64_t)v; break;
+    case 15:
+        if (!strcmp(val, "cpu")) a->device = FASA_DEVICE_CPU;
+        else if (!strcmp(val, "cuda")) a->device = FASA_DEVICE_CUDA;
+        else if (!strcmp(val, "cuda-m")) a->device = FASA_DEVICE_CUDA_HOST_KV;
+        else return cli_fail(cmd, "--device expects cpu, cuda or cuda-m, got '%s'", val), false;
+        return true;
     default: return cli_fail(cmd, "internal error: unknown attention option %d", code), false;
     }
     return ok;
@@ -73,7 +79,20 @@ void cli_attn_help(void) {
            "      --refresh N      snapkv: re-select every N decoded tokens (default 0: never)\n"
            "      --page N         quest: page size (default 16)\n"
            "      --sparq-r R      sparq: query coordinates used (default head_dim/4)\n"
-           "      --attn-seed S    random: seed\n");
+           "      --attn-seed S    random: seed\n"
+           "      --device D       where decode attention runs: cpu (default), cuda (FASA-C: K, V and\n"
+           "                       labels in GPU memory) or cuda-m (FASA-M: K and V in host memory);\n"
+           "                       on a GPU --attn is full or fasa (fasa: --select group, --fc 4, 8, 16 ...)\n");
+}
+
+const char *cli_device_name(fasa_device d) {
+    return d == FASA_DEVICE_CUDA ? "cuda" : d == FASA_DEVICE_CUDA_HOST_KV ? "cuda-m" : "cpu";
+}
+
+bool cli_attn_cpu_only(const char *cmd, const cli_attn *a) {
+    if (a->device == FASA_DEVICE_CPU) return true;
+    return cli_fail(cmd, "--device: `fasa %s` runs on the CPU only (fasa generate and fasa perplexity take "
+                         "--device cuda and cuda-m)", cmd), false;
 }
 
 bool cli_attn_apply(const char *cmd, const fasa_model *m, fasa_context *c, cli_attn *a) {

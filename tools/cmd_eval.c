@@ -129,6 +129,7 @@ static int parse(int argc, char **argv, eval_opts *o) {
         if (!ok) return 1;
     }
     if (optind < argc) return cli_fail(CMD, "unexpected argument '%s'", argv[optind]);
+    if (!cli_attn_cpu_only(CMD, &o->attn)) return 1;
     return 0;
 }
 

@@ -132,6 +132,7 @@ static int run(gen_opts *o, fasa_model *m) {
     cp.n_ctx = (int32_t)n_ctx;
     cp.n_threads = (int32_t)o->threads;
     cp.kv_type = o->kv_type;
+    cp.device = o->attn.device;
     fasa_context *ctx = NULL;
     fasa_sampler *smp = NULL;
     fasa_sampler_params sp = {(float)o->temp, (float)o->top_p, (int32_t)o->top_k, (uint64_t)o->seed};

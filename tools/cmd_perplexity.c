@@ -151,6 +151,7 @@ static int run(ppl_opts *o, fasa_model *m) {
     cp.n_threads = (int32_t)o->threads;
     cp.n_batch = n_batch;
     cp.kv_type = o->kv_type;
+    cp.device = o->attn.device;
     fasa_context *ctx = NULL;
     float *logits = malloc((size_t)n_batch * info.n_vocab * sizeof *logits);
     int rc = 1;
@@ -185,9 +186,10 @@ static int run(ppl_opts *o, fasa_model *m) {
     if (o->json)
         printf("{\"ppl\": %.6f, \"nll\": %.8f, \"tokens\": %lld, \"ctx\": %d, \"stride\": %d, "
                "\"windows\": %d, \"decode\": %lld, \"attn\": \"%s\", \"budget\": %d, \"kv_type\": \"%s\", "
-               "\"seconds\": %.3f}\n",
+               "\"device\": \"%s\", \"seconds\": %.3f}\n",
                ppl, acc.nll / (double)acc.n, (long long)acc.n, W, S, n_windows, (long long)o->decode,
-               o->attn.p.method, o->attn.p.budget, o->kv_type == FASA_KV_F16 ? "f16" : "f32", secs);
+               o->attn.p.method, o->attn.p.budget, o->kv_type == FASA_KV_F16 ? "f16" : "f32",
+               cli_device_name(o->attn.device), secs);
     else
         printf("perplexity %.4f over %lld tokens (%d windows of %d, stride %d, %lld decoded, attention %s) in %.1f s\n",
                ppl, (long long)acc.n, n_windows, W, S, (long long)o->decode, o->attn.p.method, secs);

@@ -14,10 +14,17 @@ extern "C" {
 }
 #endif
 
+/* The file's name without the build machine's directories. No device or a
+ * driver too old for the runtime is a missing feature, not an internal error. */
 static inline fasa_status cuda_status(cudaError_t e, const char *call, const char *file, int line) {
-    fasa_status code = e == cudaErrorMemoryAllocation ? FASA_E_NOMEM : FASA_E_INTERNAL;
-    return fasa_error(code, "CUDA: %s failed at %s:%d: %s (%s)", call, file, line,
-                      cudaGetErrorString(e), cudaGetErrorName(e));
+    const char *base = file;
+    for (const char *s = file; *s; s++)
+        if (*s == '/') base = s + 1;
+    fasa_status code = e == cudaErrorMemoryAllocation ? FASA_E_NOMEM
+                       : e == cudaErrorNoDevice || e == cudaErrorInsufficientDriver ? FASA_E_UNSUPPORTED
+                                                                                      : FASA_E_INTERNAL;
+    return fasa_error(code, "CUDA: %s failed at %s:%d: %s (%s)", call, base, line, cudaGetErrorString(e),
+                      cudaGetErrorName(e));
 }
 
 #define CUDA_TRY(call)                                                                  \

@@ -347,6 +347,13 @@ uint64_t fasa_cuda_layer_device_bytes(const fasa_cuda_layer *l) { return l->dev_
 uint64_t fasa_cuda_layer_host_bytes(const fasa_cuda_layer *l) { return l->host_bytes; }
 void fasa_cuda_layer_reset(fasa_cuda_layer *l) { l->n_past = 0; }
 
+fasa_status fasa_cuda_layer_truncate(fasa_cuda_layer *l, int32_t n) {
+    if (n < 0 || n > l->n_past)
+        return fasa_error(FASA_E_ARG, "fasa_cuda_layer_truncate: cannot cut %d cached tokens to %d", l->n_past, n);
+    l->n_past = n; /* rows past n are rewritten by the next appends */
+    return FASA_OK;
+}
+
 static cache_args cache_args_for(const fasa_cuda_layer *l, int32_t pos0, int32_t n) {
     const fasa_cuda_params *p = &l->ctx->p;
     cache_args a;

@@ -80,6 +80,8 @@ uint64_t fasa_cuda_layer_host_bytes(const fasa_cuda_layer *l);
 fasa_status fasa_cuda_layer_append(fasa_cuda_layer *l, const float *k, const float *v, int32_t n);
 /* Forgets every cached token. */
 void fasa_cuda_layer_reset(fasa_cuda_layer *l);
+/* Keeps the first n cached tokens (0 <= n <= n_past). */
+fasa_status fasa_cuda_layer_truncate(fasa_cuda_layer *l, int32_t n);
 
 /* One decode step over every cached token. q and out are DEVICE arrays
  * [n_heads][head_dim] fp32; q is the post-RoPE query of the new token (its
