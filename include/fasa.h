@@ -132,7 +132,8 @@ fasa_status fasa_context_truncate(fasa_context *c, int32_t n);
  * appends them to the KV cache. logits (may be NULL) receives n_vocab floats:
  * for the last token only, or for every token (n * n_vocab) when all_logits.
  * Fails with FASA_E_CONTEXT, leaving the cache unchanged, if the tokens do
- * not fit. */
+ * not fit. With decode attention on a GPU, a CUDA failure fails this call
+ * and every later one on the context (free it). */
 fasa_status fasa_eval(fasa_context *c, const int32_t *tokens, int32_t n, float *logits,
                       bool all_logits);
 
