@@ -293,6 +293,53 @@ static void test_eval_errors(void **state) {
     free(x);
 }
 
+/* Decode attention on a GPU: where there is none (or no CUDA in the build)
+ * the context fails with a clear CUDA error; where there is one, decoding
+ * (also after a truncation) gives the CPU's logits, fp16 K/V on both sides,
+ * and a method without a GPU implementation is refused by name. */
+static void test_gpu_device(void **state) {
+    fasa_model_info in;
+    fasa_model_get_info(real, &in);
+    fasa_context_params p = fasa_context_default_params();
+    p.n_ctx = 64;
+    p.n_threads = 2;
+    p.kv_type = FASA_KV_F16;
+    fasa_context *g = NULL;
+    p.device = (fasa_device)7;
+    assert_int_equal(fasa_context_init(real, &p, &g), FASA_E_ARG);
+    assert_non_null(strstr(fasa_last_error(), "unknown device"));
+    p.device = FASA_DEVICE_CUDA;
+    const fasa_status st = fasa_context_init(real, &p, &g);
+    if (st != FASA_OK) {
+        assert_int_equal(st, FASA_E_UNSUPPORTED);
+        if (!strstr(fasa_last_error(), "CUDA")) fail_msg("no-GPU message lacks 'CUDA': %s", fasa_last_error());
+        assert_null(g);
+        print_message("no usable GPU: %s\n", fasa_last_error());
+        return;
+    }
+    fasa_context *c = real_context(64, FASA_KV_F16);
+    float *x = malloc(in.n_vocab * sizeof *x), *y = malloc(in.n_vocab * sizeof *y);
+    for (int round = 0; round < 2; round++) {
+        assert_int_equal(fasa_eval(c, prompt, 12, x, false), FASA_OK);
+        assert_int_equal(fasa_eval(g, prompt, 12, y, false), FASA_OK);
+        for (int t = 12; t < N_PROMPT; t++) {
+            assert_int_equal(fasa_eval(c, &prompt[t], 1, x, false), FASA_OK);
+            assert_int_equal(fasa_eval(g, &prompt[t], 1, y, false), FASA_OK);
+            const double e = rel_err(y, x, in.n_vocab);
+            if (e > 1e-3) fail_msg("round %d, position %d: GPU vs CPU decode relative error %.3g", round, t, e);
+        }
+        assert_int_equal(fasa_context_truncate(c, 0), FASA_OK);
+        assert_int_equal(fasa_context_truncate(g, 0), FASA_OK);
+    }
+    const fasa_attn_params stream = {.method = "stream", .budget = 16};
+    assert_int_equal(fasa_context_set_attention(g, &stream), FASA_E_UNSUPPORTED);
+    assert_non_null(strstr(fasa_last_error(), "CPU only"));
+    fasa_context_free(c);
+    fasa_context_free(g);
+    free(x);
+    free(y);
+}
+
 /* Truncating and re-evaluating gives the same logits as a fresh run. */
 static void test_truncate_recompute(void **state) {
     fasa_model_info in;
@@ -435,7 +482,7 @@ int main(void) {
         cmocka_unit_test(test_prefill_equals_decode), cmocka_unit_test(test_f16_cache_close_to_f32),
         cmocka_unit_test(test_eval_errors),           cmocka_unit_test(test_truncate_recompute),
         cmocka_unit_test(test_rope_pairs),            cmocka_unit_test(test_rope_shift_invariance),
-        cmocka_unit_test(test_gqa_attention),
+        cmocka_unit_test(test_gqa_attention),         cmocka_unit_test(test_gpu_device),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
