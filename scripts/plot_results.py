@@ -74,10 +74,13 @@ def budget_axis(ax, budgets):
 
 
 def plain_log_y(ax, fmt="%.2f"):
-    """Log scale with plain numbers, not powers of ten."""
+    """Log scale with plain numbers, not powers of ten. Minor ticks are
+    labelled only over less than two decades: over more they overlap."""
     ax.set_yscale("log")
     ax.yaxis.set_major_formatter(FormatStrFormatter(fmt))
-    ax.yaxis.set_minor_formatter(FormatStrFormatter(fmt))
+    lo, hi = ax.get_ylim()
+    minor = FormatStrFormatter(fmt) if lo > 0 and hi / lo < 100 else NullFormatter()
+    ax.yaxis.set_minor_formatter(minor)
 
 
 def mean(v):
