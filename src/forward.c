@@ -148,7 +148,8 @@ static void remember_queries(fasa_context *c, int32_t layer, int32_t pos0, int32
 }
 
 /* Prefill (n > 1) is dense for every policy, as in the paper; the policy
- * then sees the chunk's queries. A single token is a decode step. */
+ * then sees the chunk's queries. A single token is a decode step, on the GPU
+ * when the context has a GPU cache (context_gpu.h). */
 void forward_attention(fasa_context *c, int32_t layer, int32_t pos0, int32_t n) {
     attn_policy *p = c->policy;
     if (n == 1 && c->gpu) {
