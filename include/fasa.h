@@ -111,9 +111,10 @@ typedef struct fasa_context_params {
     int32_t n_threads;  /* 0 = all available cores */
     int32_t n_batch;    /* max tokens per forward call chunk; 0 = 256 */
     fasa_kv_type kv_type;
-    /* On a GPU: the methods full and fasa (KV-group selection, n_tip 4, 8,
-     * 16 or 32); others fail in fasa_context_set_attention. The GPU cache
-     * holds K, V and labels in fp16 whatever kv_type says. Fails with
+    /* On a GPU: the methods full and fasa (KV-group selection, n_tip a
+     * power of two from 4 to head_dim / 2); others fail in
+     * fasa_context_set_attention. The GPU cache holds K, V and labels in
+     * fp16 whatever kv_type says. Fails with
      * FASA_E_UNSUPPORTED in a build without CUDA or on a machine without a
      * usable GPU. */
     fasa_device device;
