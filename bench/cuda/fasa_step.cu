@@ -79,7 +79,7 @@ static int validate_case(const shape &s, const variant &v, int n, rng64 *r) {
     TRY(fasa_cuda_layer_init(ctx, lab_idx.data(), &l));
     printf("%s, %s, n = %d, N_tip = %d\n", s.name, v.name, n, n_tip);
     int fails = 0;
-    char msg[160];
+    char msg[256];
 
     /* Append n-1 tokens, then 1, as a prefill followed by a decode step would. */
     const size_t row = (size_t)s.n_kv * s.D;
