@@ -6,7 +6,7 @@
  *                              (reference/make_token_golden.py)
  *   golden/pretok_splits.tsv   word splits of the three pre-tokenizer regexes
  *                              by the same library's regex engine
- *   golden/spm_tiny.gguf + golden/tokens_spm.tsv
+ *   spm_tiny.gguf (made in the build folder) + golden/tokens_spm.tsv
  *                              a small SentencePiece vocabulary and its ids
  *                              (reference/make_spm_fixture.py)
  * Small vocabularies built in memory check merge priority and the errors
@@ -381,7 +381,7 @@ static void test_pretokenizer_golden(void **state) {
 
 static void test_spm_golden(void **state) {
     (void)state;
-    fasa_tokenizer *t = load_tokenizer(GOLDEN("spm_tiny.gguf"));
+    fasa_tokenizer *t = load_tokenizer(FASA_SPM_FIXTURE); /* made by the make_spm_fixture test */
     assert_true(tokenizer_add_bos(t));
     assert_int_equal(tokenizer_bos(t), 1);
     assert_int_equal(tokenizer_eos(t), 2);

@@ -16,8 +16,11 @@ normalizer that marks spaces) and must agree.
 
     .venv/bin/python tests/reference/make_spm_fixture.py
 
-Outputs: tests/golden/spm_tiny.gguf and tests/golden/tokens_spm.tsv (TSV:
-name, hex UTF-8 input, parse_special, add_bos, ids).
+Outputs: spm_tiny.gguf and tokens_spm.tsv (TSV: name, hex UTF-8 input,
+parse_special, add_bos, ids) in --out (default tests/golden). Only the TSV
+is kept in git: the test build makes the GGUF file in its own folder before
+test_tokenizer runs (a CTest fixture), and the script is deterministic, so
+the committed TSV is what that file must produce.
 """
 
 import argparse
@@ -226,6 +229,7 @@ def main():
             raise SystemExit(f"{name}: reference encoders disagree:\n {ids}\n {check}")
         lines.append(f"{name}\t{text.encode('utf-8').hex()}\t{int(special)}\t{int(add_bos)}\t"
                      f"{' '.join(map(str, ids))}")
+    os.makedirs(args.out, exist_ok=True)
     gguf_path = os.path.join(args.out, "spm_tiny.gguf")
     write_gguf(gguf_path, tokens, types, scores)
     with open(os.path.join(args.out, "tokens_spm.tsv"), "w", encoding="utf-8") as f:
