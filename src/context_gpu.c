@@ -26,6 +26,7 @@ uint64_t context_gpu_device_bytes(const context_gpu *g) { return 0; }
 
 #else
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -42,7 +43,7 @@ struct context_gpu {
 };
 
 /* Checks that the CPU policy is one the GPU runs exactly as the CPU would. */
-static fasa_status check_policy(const attn_policy *p, const attn_shape *s) {
+static fasa_status check_policy(const attn_policy *p) {
     if (strcmp(p->ops->name, "fasa"))
         return fasa_error(FASA_E_UNSUPPORTED,
                           "--attn %s runs on the CPU only; on a GPU (--device cuda, cuda-m) the methods are full "
@@ -53,12 +54,6 @@ static fasa_status check_policy(const attn_policy *p, const attn_shape *s) {
         return fasa_error(FASA_E_UNSUPPORTED, "fasa on a GPU takes the FCs per KV head (--fc-choice kv-head)");
     if (p->params.n_sink > 0)
         return fasa_error(FASA_E_UNSUPPORTED, "fasa on a GPU has no forced sink tokens (--sinks 0)");
-    /* fp16 labels fill 16, 32, 64 ... bytes per token: 2 * n_tip a multiple of 8 and a power of two. */
-    const int32_t n_tip = p->params.n_tip;
-    if (n_tip < 4 || (n_tip & (n_tip - 1)) || 2 * n_tip > s->head_dim)
-        return fasa_error(FASA_E_UNSUPPORTED,
-                          "fasa on a GPU takes --fc 4, 8, 16 ... up to head_dim / 2 = %d (a power of two), got %d",
-                          s->head_dim / 2, n_tip);
     return FASA_OK;
 }
 
@@ -90,7 +85,7 @@ fasa_status context_gpu_create(const fasa_kv *kv, const attn_shape *shape, fasa_
     *out = NULL;
     if (device != FASA_DEVICE_CUDA && device != FASA_DEVICE_CUDA_HOST_KV)
         return fasa_error(FASA_E_ARG, "unknown device %d", (int)device);
-    fasa_status st = policy ? check_policy(policy, shape) : FASA_OK;
+    fasa_status st = policy ? check_policy(policy) : FASA_OK;
     if (st) return st;
     fasa_cuda_params cp = fasa_cuda_default_params();
     cp.n_heads = shape->n_heads;
@@ -111,7 +106,12 @@ fasa_status context_gpu_create(const fasa_kv *kv, const attn_shape *shape, fasa_
     g->qkv_bytes = (size_t)shape->n_heads * shape->head_dim * sizeof(float);
     int32_t *coords = NULL;
     if (!(g->layers = fasa_calloc((size_t)shape->n_layers, sizeof *g->layers, "GPU layers"))) st = FASA_E_NOMEM;
-    if (!st) st = fasa_cuda_ctx_init(&cp, &g->ctx);
+    if (!st && (st = fasa_cuda_ctx_init(&cp, &g->ctx)) == FASA_E_UNSUPPORTED && policy) {
+        /* The kernels' limits (label sizes) with the option that set them. */
+        char why[256];
+        snprintf(why, sizeof why, "%s", fasa_last_error());
+        st = fasa_error(st, "fasa on a GPU (--fc %d): %s", policy->params.n_tip, why);
+    }
     if (!st) st = fasa_cuda_alloc(g->ctx, g->qkv_bytes, (void **)&g->d_q);
     if (!st) st = fasa_cuda_alloc(g->ctx, g->qkv_bytes, (void **)&g->d_out);
     if (!st && cp.n_lab &&

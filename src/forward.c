@@ -180,7 +180,8 @@ static void layer_forward(fasa_context *c, int32_t l, int32_t pos0, int32_t n) {
         fasa_rope_apply(c->q + t * HD, in->n_heads, d, in->rope_layout, cs, sn);
         fasa_rope_apply(c->k + t * KVD, in->n_kv_heads, d, in->rope_layout, cs, sn);
         kv_store(&c->kv, l, pos0 + t, c->k + t * KVD, c->v + t * KVD);
-        if (c->policy && c->policy->ops->append) c->policy->ops->append(c->policy, &c->kv, l, pos0 + t);
+        /* With a GPU cache the policy never selects here: its GPU twin keeps the labels. */
+        if (c->policy && c->policy->ops->append && !c->gpu) c->policy->ops->append(c->policy, &c->kv, l, pos0 + t);
     }
     if (c->gpu && !c->fault) context_set_fault(c, context_gpu_append(c->gpu, l, c->k, c->v, n));
     forward_attention(c, l, pos0, n);
