@@ -1,10 +1,5 @@
 /* Public token and chat entry points: thin wrappers that keep the tokenizer
  * and template details behind the model handle. */
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-
-#include "error.h"
 #include "model.h"
 
 fasa_status fasa_tokenize(const fasa_model *m, const char *text, size_t len, bool add_bos,
@@ -22,31 +17,5 @@ bool fasa_token_is_eog(const fasa_model *m, int32_t id) { return tokenizer_is_eo
 bool fasa_model_add_bos(const fasa_model *m) { return tokenizer_add_bos(m->tok); }
 
 char *fasa_chat_prompt(const fasa_model *m, const char *system, const char *user) {
-    if (!user) {
-        fasa_error(FASA_E_ARG, "chat: no user message");
-        return NULL;
-    }
-    if (!system) system = m->chat_default_system;
-    const char *fmt_sys = NULL, *fmt_user = NULL;
-    switch (m->chat_style) {
-    case FASA_CHAT_CHATML:
-        fmt_sys = "<|im_start|>system\n%s<|im_end|>\n";
-        fmt_user = "<|im_start|>user\n%s<|im_end|>\n<|im_start|>assistant\n";
-        break;
-    case FASA_CHAT_LLAMA3:
-        fmt_sys = "<|start_header_id|>system<|end_header_id|>\n\n%s<|eot_id|>";
-        fmt_user = "<|start_header_id|>user<|end_header_id|>\n\n%s<|eot_id|>"
-                   "<|start_header_id|>assistant<|end_header_id|>\n\n";
-        break;
-    case FASA_CHAT_NONE:
-        fasa_error(FASA_E_UNSUPPORTED, "the model has no chat template this build understands "
-                                       "(ChatML or Llama 3); use a plain prompt instead");
-        return NULL;
-    }
-    const size_t n = (system ? strlen(fmt_sys) + strlen(system) : 0) + strlen(fmt_user) + strlen(user) + 1;
-    char *out = fasa_malloc(n, 1, "chat prompt");
-    if (!out) return NULL;
-    int w = system ? snprintf(out, n, fmt_sys, system) : 0;
-    snprintf(out + w, n - (size_t)w, fmt_user, user);
-    return out;
+    return chat_template_format(&m->chat, system, user);
 }

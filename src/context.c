@@ -2,6 +2,7 @@
 
 #include <omp.h>
 #include <stdio.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -42,6 +43,29 @@ static fasa_status alloc_scratch(fasa_context *c) {
     return FASA_OK;
 }
 
+/* Bytes a context of n_ctx tokens holds that grow with n_ctx: the KV cache
+ * and the per-thread attention buffers (alloc_scratch). */
+static double context_bytes(const fasa_model_info *in, int32_t n_ctx, fasa_kv_type type, int32_t n_threads) {
+    const double elem = type == FASA_KV_F32 ? 4.0 : 2.0;
+    const double kv = 2.0 * in->n_layers * in->n_kv_heads * (double)n_ctx * in->head_dim * elem;
+    const double scratch = 4.0 * n_ctx * ((double)n_threads * (in->n_heads / in->n_kv_heads) + in->n_heads);
+    return kv + scratch;
+}
+
+/* Linux overcommits memory, so a context larger than the machine would fail
+ * late (or get the process killed) instead of here: refuse it up front,
+ * saying what to lower. */
+static fasa_status check_memory(const fasa_model_info *in, int32_t n_ctx, fasa_kv_type type, int32_t n_threads) {
+    const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+    if (pages <= 0 || page <= 0) return FASA_OK;
+    const double have = (double)pages * (double)page, need = context_bytes(in, n_ctx, type, n_threads);
+    if (need <= have) return FASA_OK;
+    return fasa_error(FASA_E_NOMEM,
+                      "a context of %d tokens needs %.1f GB for its KV cache and buffers, more than this "
+                      "machine's %.1f GB of memory: lower the context size (-c, n_ctx)%s",
+                      n_ctx, need / 1e9, have / 1e9, type == FASA_KV_F32 ? " or use an f16 cache (--kv-type f16)" : "");
+}
+
 fasa_status fasa_context_init(fasa_model *m, const fasa_context_params *p, fasa_context **out) {
     *out = NULL;
     fasa_context_params def = fasa_context_default_params();
@@ -52,10 +76,13 @@ fasa_status fasa_context_init(fasa_model *m, const fasa_context_params *p, fasa_
     /* Positions past the training context are allowed on request (the user
      * may know the model extrapolates), but never silently chosen. */
     const int32_t n_ctx = p->n_ctx ? p->n_ctx : in->n_ctx_train;
+    const int32_t n_threads = p->n_threads ? p->n_threads : omp_get_num_procs();
+    fasa_status st = check_memory(in, n_ctx, p->kv_type, n_threads);
+    if (st) return st;
     fasa_context *c = fasa_calloc(1, sizeof *c, "context");
     if (!c) return FASA_E_NOMEM;
     c->model = m;
-    c->n_threads = p->n_threads ? p->n_threads : omp_get_num_procs();
+    c->n_threads = n_threads;
     c->n_batch = p->n_batch ? p->n_batch : 256;
     c->device = p->device;
     c->cuda_device = p->cuda_device;
@@ -63,7 +90,7 @@ fasa_status fasa_context_init(fasa_model *m, const fasa_context_params *p, fasa_
         free(c);
         return fasa_error(FASA_E_ARG, "unknown device %d", (int)p->device);
     }
-    fasa_status st = kv_init(&c->kv, in->n_layers, in->n_kv_heads, in->head_dim, n_ctx, p->kv_type);
+    st = kv_init(&c->kv, in->n_layers, in->n_kv_heads, in->head_dim, n_ctx, p->kv_type);
     if (!st) st = alloc_scratch(c);
     if (!st && c->device != FASA_DEVICE_CPU) {
         const attn_shape shape = context_attn_shape(c);

@@ -227,34 +227,11 @@ static fasa_status init_rope(fasa_model *m) {
     return FASA_OK;
 }
 
-/* Recognises the chat template by its markers; we format turns ourselves
- * rather than running a Jinja interpreter. */
-static void detect_chat(fasa_model *m) {
+static fasa_status detect_chat(fasa_model *m) {
     gguf_str t;
-    if (!gguf_find_kv(m->gguf, "tokenizer.chat_template") ||
-        gguf_get_str(m->gguf, "tokenizer.chat_template", &t) != FASA_OK)
-        return;
-    char *s = fasa_malloc(t.len + 1, 1, "chat template");
-    if (!s) return;
-    memcpy(s, t.data, t.len);
-    s[t.len] = '\0';
-    if (strstr(s, "<|im_start|>")) {
-        m->chat_style = FASA_CHAT_CHATML;
-        /* A default system turn written literally into the template. */
-        const char *open = "<|im_start|>system\n", *p = strstr(s, open);
-        const char *e = p ? strstr(p, "<|im_end|>") : NULL;
-        if (p && e) {
-            p += strlen(open);
-            m->chat_default_system = fasa_malloc((size_t)(e - p) + 1, 1, "chat system prompt");
-            if (m->chat_default_system) {
-                memcpy(m->chat_default_system, p, (size_t)(e - p));
-                m->chat_default_system[e - p] = '\0';
-            }
-        }
-    } else if (strstr(s, "<|start_header_id|>")) {
-        m->chat_style = FASA_CHAT_LLAMA3;
-    }
-    free(s);
+    if (!gguf_find_kv(m->gguf, "tokenizer.chat_template")) return FASA_OK;
+    fasa_status st = gguf_get_str(m->gguf, "tokenizer.chat_template", &t);
+    return st ? st : chat_template_detect(t.data, t.len, &m->chat);
 }
 
 fasa_status fasa_model_load(const char *path, fasa_model **out) {
@@ -270,6 +247,7 @@ fasa_status fasa_model_load(const char *path, fasa_model **out) {
         st = load_weights(m);
     }
     if (!st) st = init_rope(m);
+    if (!st) st = detect_chat(m);
     if (st) {
         if (m->gguf && st != FASA_E_IO) {
             /* Prefix the file name so the user knows which model is at fault. */
@@ -280,7 +258,6 @@ fasa_status fasa_model_load(const char *path, fasa_model **out) {
         fasa_model_free(m);
         return st;
     }
-    detect_chat(m);
     m->info.tensor_hash = tensor_table_hash(m->gguf);
     *out = m;
     return FASA_OK;
@@ -297,7 +274,7 @@ void fasa_model_free(fasa_model *m) {
     }
     free(m->output_norm);
     free(m->inv_freq);
-    free(m->chat_default_system);
+    chat_template_free(&m->chat);
     tokenizer_free(m->tok);
     gguf_close(m->gguf);
     free(m);

@@ -6,6 +6,7 @@
 
 #include <stdint.h>
 
+#include "chat.h"
 #include "fasa.h"
 #include "gguf.h"
 #include "kv.h"
@@ -26,12 +27,6 @@ typedef struct fasa_layer {
     fasa_weight w_gate, w_up, w_down;
 } fasa_layer;
 
-typedef enum fasa_chat_style {
-    FASA_CHAT_NONE = 0,
-    FASA_CHAT_CHATML,  /* <|im_start|>role\n...<|im_end|>\n */
-    FASA_CHAT_LLAMA3,  /* <|start_header_id|>role<|end_header_id|>\n\n...<|eot_id|> */
-} fasa_chat_style;
-
 struct fasa_model {
     gguf_file *gguf;
     fasa_tokenizer *tok;
@@ -42,8 +37,7 @@ struct fasa_model {
     fasa_weight output;     /* tok_embd when the embeddings are tied */
     float *output_norm;
     fasa_layer *layers;
-    fasa_chat_style chat_style;
-    char *chat_default_system; /* from the template, may be NULL */
+    chat_template chat;
 };
 
 /* The i-th rotation pair (frequency chunk) of a head vector under a layout:

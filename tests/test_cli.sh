@@ -49,6 +49,12 @@ expect_ok "generate greedy again" "$FASA" generate -m "$MODEL" -p "The capital o
 cmp -s "$tmp/out" "$tmp/gen1" && ok || bad "greedy generation is not deterministic"
 expect_ok "generate chat" "$FASA" generate -m "$MODEL" --chat -p "What is the capital of France?" -n 24 --temp 0
 grep -qi "paris" "$tmp/out" && ok || bad "chat answer lacks Paris: $(cat "$tmp/out")"
+# A prompt from a file is echoed before the continuation: the echo must be the
+# file's bytes (it once read freed memory, printing garbage; the sanitizer
+# build reports that as a heap-use-after-free).
+printf 'The capital of France is' > "$tmp/prompt.txt"
+expect_ok "generate -f" "$FASA" generate -m "$MODEL" -f "$tmp/prompt.txt" -n 4 --temp 0 -t 2
+head -c 24 "$tmp/out" | cmp -s - "$tmp/prompt.txt" && ok || bad "generate -f echo: $(head -c 80 "$tmp/out" | od -c | head -3)"
 expect_ok "generate sampled" "$FASA" generate -m "$MODEL" -p "Once upon a time" -n 8 --temp 0.8 --top-p 0.9 --seed 7
 expect_ok "generate f16 kv" "$FASA" generate -m "$MODEL" -p "Once upon a time" -n 8 --temp 0 --kv-type f16
 

@@ -20,6 +20,16 @@ int cli_fail(const char *cmd, const char *fmt, ...) {
     return 1;
 }
 
+void cli_warn_ctx(const char *cmd, const fasa_model *m, int64_t n_ctx) {
+    fasa_model_info info;
+    fasa_model_get_info(m, &info);
+    if (n_ctx <= info.n_ctx_train) return;
+    fprintf(stderr,
+            "fasa %s: warning: a context of %lld tokens is longer than the %d the model was trained on; "
+            "positions past %d are untested and usually degrade the output\n",
+            cmd, (long long)n_ctx, info.n_ctx_train, info.n_ctx_train);
+}
+
 bool cli_int(const char *cmd, const char *opt, const char *val, int64_t lo, int64_t hi, int64_t *out) {
     char *end;
     errno = 0;

@@ -21,8 +21,12 @@ int cmd_report(int argc, char **argv);
 /* Prints "fasa CMD: error: ..." to stderr and returns 1 (for `return cli_fail(...)`). */
 int cli_fail(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* Warns on stderr when a requested context is longer than the model's training context. */
+void cli_warn_ctx(const char *cmd, const fasa_model *m, int64_t n_ctx);
+
 /* Strict number parsing for option values: the whole string must be a number
  * inside [lo, hi]; otherwise an error naming the option is printed. */
+
 bool cli_int(const char *cmd, const char *opt, const char *val, int64_t lo, int64_t hi, int64_t *out);
 bool cli_float(const char *cmd, const char *opt, const char *val, double lo, double hi, double *out);
 

@@ -251,6 +251,9 @@ static int run(eval_opts *o, fasa_model *m) {
         cli_fail(CMD, "%s", fasa_last_error());
         goto done;
     }
+    if (eval_results_dropped_partial(res))
+        fprintf(stderr, "fasa eval: note: removed the unfinished last line of %s (an interrupted write); its cell "
+                        "will be measured again\n", eval_results_path(res));
     if (eval_results_bad_lines(res))
         fprintf(stderr, "fasa eval: note: %d unreadable lines in %s were skipped (their cells will be measured again)\n",
                 eval_results_bad_lines(res), eval_results_path(res));

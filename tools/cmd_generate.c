@@ -109,36 +109,37 @@ static int run(gen_opts *o, fasa_model *m) {
         free(text);
         return cli_fail(CMD, "%s", fasa_last_error());
     }
+    /* prompt points into text or chat, which live until the end: it is
+     * echoed after the prefill. */
     const char *prompt = chat ? chat : user;
-    int32_t n_prompt;
+    int32_t n_prompt = 0;
     int32_t *ids = cli_tokenize(CMD, m, prompt, strlen(prompt), fasa_model_add_bos(m), o->chat || o->special,
                                 &n_prompt);
-    free(chat);
-    free(text);
-    if (!ids) return 1;
+    fasa_context *ctx = NULL;
+    fasa_sampler *smp = NULL;
+    float *logits = NULL;
+    int rc = 1;
+    if (!ids) goto done;
     if (n_prompt == 0) {
-        free(ids);
-        return cli_fail(CMD, "the prompt is empty");
+        cli_fail(CMD, "the prompt is empty");
+        goto done;
     }
     int64_t n_ctx = o->ctx ? o->ctx : n_prompt + o->n_predict;
     if (!o->ctx && n_ctx > info.n_ctx_train) n_ctx = info.n_ctx_train;
     if (n_prompt >= n_ctx) {
-        free(ids);
-        return cli_fail(CMD, "the prompt has %d tokens but the context holds %lld; use a shorter prompt%s",
-                        n_prompt, (long long)n_ctx, o->ctx ? " or a larger -c" : "");
+        cli_fail(CMD, "the prompt has %d tokens but the context holds %lld; use a shorter prompt%s", n_prompt,
+                 (long long)n_ctx, o->ctx ? " or a larger -c" : "");
+        goto done;
     }
 
+    cli_warn_ctx(CMD, m, n_ctx);
     fasa_context_params cp = fasa_context_default_params();
     cp.n_ctx = (int32_t)n_ctx;
     cp.n_threads = (int32_t)o->threads;
     cp.kv_type = o->kv_type;
     cp.device = o->attn.device;
-    fasa_context *ctx = NULL;
-    fasa_sampler *smp = NULL;
     fasa_sampler_params sp = {(float)o->temp, (float)o->top_p, (int32_t)o->top_k, (uint64_t)o->seed};
-    float *logits = malloc((size_t)info.n_vocab * sizeof *logits);
-    int rc = 1;
-    if (!logits) {
+    if (!(logits = malloc((size_t)info.n_vocab * sizeof *logits))) {
         cli_fail(CMD, "out of memory");
         goto done;
     }
@@ -188,6 +189,8 @@ done:
     fasa_context_free(ctx);
     free(logits);
     free(ids);
+    free(chat);
+    free(text);
     return rc;
 }
 

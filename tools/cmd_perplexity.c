@@ -145,6 +145,7 @@ static int run(ppl_opts *o, fasa_model *m) {
         return cli_fail(CMD, "'%s' has %d tokens, fewer than one window of %d; use a smaller -c", o->file,
                         n_tok, W);
     }
+    cli_warn_ctx(CMD, m, W);
     const int32_t n_batch = 256;
     fasa_context_params cp = fasa_context_default_params();
     cp.n_ctx = W;

@@ -1,18 +1,21 @@
 #include "eval/results.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "error.h"
 
 struct eval_results {
     char *path;
-    FILE *f;       /* opened for appending */
+    int fd;        /* opened for appending; -1 when closed */
     char **keys;   /* cells present; a linear scan is plenty for a few thousand */
     int32_t n, cap;
     int32_t bad;
+    bool dropped;  /* a partial last line was cut off at open */
 };
 
 static fasa_status add_key(eval_results *r, const char *key) {
@@ -63,15 +66,32 @@ static fasa_status index_line(void *user, cJSON *obj) {
     return st;
 }
 
-/* A line cut short by a killed run must not swallow the next one. */
-static void end_last_line(FILE *f) {
-    if (fseek(f, 0, SEEK_END) != 0 || ftell(f) <= 0) return;
-    if (fseek(f, -1, SEEK_END) == 0 && fgetc(f) != '\n') {
-        fseek(f, 0, SEEK_END);
-        fputc('\n', f);
-        fflush(f);
+/* A run killed in the middle of a write leaves a last line without its
+ * newline (each line is one write(2), so that takes a failed write, but a
+ * copy or an older version may leave one too): cut it off, so the cell is
+ * measured again and the file holds whole lines only. */
+static fasa_status drop_partial_tail(eval_results *r) {
+    struct stat sb;
+    if (fstat(r->fd, &sb) != 0) return fasa_error(FASA_E_IO, "cannot stat '%s': %s", r->path, strerror(errno));
+    off_t end = sb.st_size;
+    char buf[4096];
+    while (end > 0) {
+        const off_t start = end > (off_t)sizeof buf ? end - (off_t)sizeof buf : 0;
+        const ssize_t n = pread(r->fd, buf, (size_t)(end - start), start);
+        if (n != end - start) return fasa_error(FASA_E_IO, "cannot read '%s': %s", r->path, strerror(errno));
+        ssize_t i = n - 1;
+        while (i >= 0 && buf[i] != '\n') i--;
+        if (i >= 0) {
+            end = start + i + 1;
+            break;
+        }
+        end = start;
     }
-    fseek(f, 0, SEEK_END);
+    if (end == sb.st_size) return FASA_OK;
+    if (ftruncate(r->fd, end) != 0)
+        return fasa_error(FASA_E_IO, "cannot cut the partial last line of '%s': %s", r->path, strerror(errno));
+    r->dropped = true;
+    return FASA_OK;
 }
 
 /* mkdir -p: the folder and any missing parents. */
@@ -100,6 +120,7 @@ fasa_status eval_results_open(const char *dir, eval_results **out) {
     if (st0) return st0;
     eval_results *r = fasa_calloc(1, sizeof *r, "results");
     if (!r) return FASA_E_NOMEM;
+    r->fd = -1;
     const size_t n = strlen(dir) + sizeof "/results.jsonl";
     fasa_status st = FASA_OK;
     if (!(r->path = fasa_malloc(n, 1, "results path"))) {
@@ -107,14 +128,13 @@ fasa_status eval_results_open(const char *dir, eval_results **out) {
         goto fail;
     }
     snprintf(r->path, n, "%s/results.jsonl", dir);
-    if (!(r->f = fopen(r->path, "a+b"))) {
+    if ((r->fd = open(r->path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0666)) < 0) {
         st = fasa_error(FASA_E_IO, "cannot open results file '%s' for writing: %s", r->path, strerror(errno));
         goto fail;
     }
     int32_t bad = 0;
-    if ((st = for_each_line(r->path, index_line, r, &bad))) goto fail;
+    if ((st = drop_partial_tail(r)) || (st = for_each_line(r->path, index_line, r, &bad))) goto fail;
     r->bad += bad;
-    end_last_line(r->f);
     *out = r;
     return FASA_OK;
 fail:
@@ -124,7 +144,7 @@ fail:
 
 void eval_results_close(eval_results *r) {
     if (!r) return;
-    if (r->f) fclose(r->f);
+    if (r->fd >= 0) close(r->fd);
     for (int32_t i = 0; i < r->n; i++) free(r->keys[i]);
     free(r->keys);
     free(r->path);
@@ -139,6 +159,7 @@ bool eval_results_has(const eval_results *r, const char *cell) {
 
 int32_t eval_results_count(const eval_results *r) { return r->n; }
 int32_t eval_results_bad_lines(const eval_results *r) { return r->bad; }
+bool eval_results_dropped_partial(const eval_results *r) { return r->dropped; }
 const char *eval_results_path(const eval_results *r) { return r->path; }
 
 fasa_status eval_results_write(eval_results *r, const char *cell, cJSON *obj) {
@@ -148,8 +169,18 @@ fasa_status eval_results_write(eval_results *r, const char *cell, cJSON *obj) {
         st = fasa_error(FASA_E_NOMEM, "out of memory formatting a result line");
         goto done;
     }
-    if (fprintf(r->f, "%s\n", line) < 0 || fflush(r->f) != 0) {
-        st = fasa_error(FASA_E_IO, "cannot write to '%s': %s", r->path, strerror(errno));
+    /* One write(2) of the whole line: a kill lands before or after it. */
+    const size_t n = strlen(line);
+    line[n] = '\n'; /* over the terminator; the length is kept in n + 1 */
+    const ssize_t w = write(r->fd, line, n + 1);
+    if (w != (ssize_t)(n + 1)) {
+        /* A short write (disk full) leaves a partial line: take it back. */
+        const int err = w < 0 ? errno : ENOSPC;
+        if (w > 0) {
+            struct stat sb;
+            if (fstat(r->fd, &sb) == 0 && ftruncate(r->fd, sb.st_size - w) != 0) r->bad++;
+        }
+        st = fasa_error(FASA_E_IO, "cannot write to '%s': %s", r->path, strerror(err));
         goto done;
     }
     st = add_key(r, cell);

@@ -18,16 +18,20 @@
 typedef struct eval_results eval_results;
 
 /* Opens (creating DIR and the file when missing) and reads the keys of the
- * cells already measured. Lines that do not parse (a run killed in the
- * middle of a write) are counted and skipped. */
+ * cells already measured. A last line without its newline (a write cut
+ * short) is removed from the file; other lines that do not parse are
+ * counted and skipped. */
 fasa_status eval_results_open(const char *dir, eval_results **out);
 void eval_results_close(eval_results *r);
 bool eval_results_has(const eval_results *r, const char *cell);
 int32_t eval_results_count(const eval_results *r);
 int32_t eval_results_bad_lines(const eval_results *r);
+/* Whether open removed a partial last line. */
+bool eval_results_dropped_partial(const eval_results *r);
 const char *eval_results_path(const eval_results *r);
 
-/* Appends obj as one line with its "cell" key added, and flushes. Frees obj. */
+/* Appends obj as one line with its "cell" key added, in a single write(2),
+ * so that a killed run leaves whole lines only. Frees obj. */
 fasa_status eval_results_write(eval_results *r, const char *cell, cJSON *obj);
 
 /* What identifies one measured cell. `variant` holds the task's own
