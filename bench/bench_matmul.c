@@ -10,7 +10,11 @@
  * output projection, each in its own buffer, in forward order, as one
  * decoded token reads them.
  *
- * usage: bench_matmul [runs]   (default 7) */
+ * usage: bench_matmul [runs] [format ...]
+ *   runs     repetitions per figure (default 7)
+ *   format   block formats to time one by one (default q4_1 q8_0, the
+ *            default model's); any of q4_0 q4_1 q5_0 q5_1 q8_0 q2_k q3_k
+ *            q4_k q5_k q6_k */
 #include "quant.h"
 
 #if defined(__AVX512F__) || defined(__AVX2__)
@@ -55,18 +59,46 @@ static uint64_t rng_next(uint64_t *s) { /* splitmix64 */
     return z ^ (z >> 31);
 }
 
-/* Random weights of a 32-element block format: random quants, small finite
- * scales (so no NaN/inf slows or skews anything). */
+/* The block formats this bench can make weights for, and where their f16
+ * fields lie in a block (the scale d; the min or dmin m, or -1 for none):
+ * random bytes there could be NaN or infinity. */
+typedef struct bench_format {
+    uint32_t type;
+    int d_at, m_at;
+} bench_format;
+
+static const bench_format bench_formats[] = {
+    {FASA_TYPE_Q4_0, 0, -1},   {FASA_TYPE_Q4_1, 0, 2},   {FASA_TYPE_Q5_0, 0, -1}, {FASA_TYPE_Q5_1, 0, 2},
+    {FASA_TYPE_Q8_0, 0, -1},   {FASA_TYPE_Q2_K, 80, 82}, {FASA_TYPE_Q3_K, 108, -1},
+    {FASA_TYPE_Q4_K, 0, 2},    {FASA_TYPE_Q5_K, 0, 2},   {FASA_TYPE_Q6_K, 208, -1},
+};
+#define N_BENCH_FORMATS (sizeof bench_formats / sizeof bench_formats[0])
+
+static const bench_format *bench_format_of(uint32_t type) {
+    for (size_t i = 0; i < N_BENCH_FORMATS; i++)
+        if (bench_formats[i].type == type) return &bench_formats[i];
+    return NULL;
+}
+
+static const bench_format *bench_format_named(const char *name) {
+    for (size_t i = 0; i < N_BENCH_FORMATS; i++)
+        if (!strcmp(quant_traits_of(bench_formats[i].type)->name, name)) return &bench_formats[i];
+    return NULL;
+}
+
+/* Random weights of a block format: random quants, small finite scales (so
+ * no NaN/inf slows or skews anything). */
 static void *make_weights(uint32_t type, int64_t rows, int64_t cols, uint64_t *s) {
     const quant_traits *t = quant_traits_of(type);
+    const bench_format *f = bench_format_of(type);
     size_t bytes = (size_t)rows * quant_row_bytes(type, cols);
     uint8_t *w = xmalloc(bytes);
     for (size_t i = 0; i < bytes; i++) w[i] = (uint8_t)(rng_next(s) >> 56);
     for (size_t b = 0; b < bytes; b += t->block_bytes) {
         uint16_t d = fasa_f32_to_f16(0.01f * (float)(1 + rng_next(s) % 100));
         uint16_t m = fasa_f32_to_f16(-0.05f * (float)(1 + rng_next(s) % 10));
-        memcpy(w + b, &d, 2);
-        if (type == FASA_TYPE_Q4_1) memcpy(w + b + 2, &m, 2);
+        memcpy(w + b + f->d_at, &d, 2);
+        if (f->m_at >= 0) memcpy(w + b + f->m_at, &m, 2);
     }
     return w;
 }
@@ -168,10 +200,13 @@ typedef struct shape {
     int64_t rows, cols;
 } shape;
 
-/* The model's 2-D weights as rows x cols (GGUF dims reversed). */
+/* The model's 2-D weights as rows x cols (GGUF dims reversed), then the
+ * FFN of the long-context model (Qwen2.5-Coder-1.5B), whose rows are whole
+ * blocks of the 256-element formats as well (576 is not). */
 static const shape shapes[] = {
-    {"attn_q/o", 576, 576}, {"attn_k/v", 192, 576},   {"ffn_gate/up", 1536, 576},
-    {"ffn_down", 576, 1536}, {"output", 49152, 576},
+    {"attn_q/o", 576, 576},           {"attn_k/v", 192, 576},       {"ffn_gate/up", 1536, 576},
+    {"ffn_down", 576, 1536},          {"output", 49152, 576},       {"1.5B ffn_gate/up", 8960, 1536},
+    {"1.5B ffn_down", 1536, 8960},
 };
 
 static double time_matmul(uint32_t type, const void *w, const shape *sh, const float *x, int64_t n_tok,
@@ -191,6 +226,11 @@ static void bench_shapes(uint32_t type, int n_threads, int runs, double bw, doub
     const char *name = quant_traits_of(type)->name;
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
         const shape *sh = &shapes[i];
+        if (!quant_row_bytes(type, sh->cols)) {
+            printf("%-5s %-16s %6lld x %-5lld    | %lld columns are not whole blocks: skipped\n", name,
+                   sh->what, (long long)sh->rows, (long long)sh->cols, (long long)sh->cols);
+            continue;
+        }
         void *w = make_weights(type, sh->rows, sh->cols, s);
         float *x = make_x(prefill * sh->cols, s);
         float *y = xmalloc((size_t)(prefill * sh->rows) * sizeof *y);
@@ -198,7 +238,7 @@ static void bench_shapes(uint32_t type, int n_threads, int runs, double bw, doub
         double t1 = time_matmul(type, w, sh, x, 1, y, n_threads, runs);
         double tp = time_matmul(type, w, sh, x, prefill, y, n_threads, runs > 5 ? 5 : runs);
         double gbs = bytes / t1 * 1e-9, gflops = 2.0 * sh->rows * sh->cols * prefill / tp * 1e-9;
-        printf("%-5s %-12s %6lld x %-5lld %dT | decode %8.1f us %7.1f GB/s (%4.0f%% bw) | "
+        printf("%-5s %-16s %6lld x %-5lld %dT | decode %8.1f us %7.1f GB/s (%4.0f%% bw) | "
                "prefill-512 %8.2f ms %7.1f GFLOP/s (%3.0f%% peak)\n",
                name, sh->what, (long long)sh->rows, (long long)sh->cols, n_threads, t1 * 1e6, gbs,
                100 * gbs / bw, tp * 1e3, gflops, 100 * gflops / peak);
@@ -250,6 +290,22 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_matmul: runs must be 1..32, got '%s'\n", argv[1]);
         return 1;
     }
+    uint32_t types[N_BENCH_FORMATS] = {FASA_TYPE_Q4_1, FASA_TYPE_Q8_0};
+    size_t n_types = 2;
+    if (argc - 2 > (int)N_BENCH_FORMATS) {
+        fprintf(stderr, "bench_matmul: at most %zu formats, got %d\n", N_BENCH_FORMATS, argc - 2);
+        return 1;
+    }
+    if (argc > 2) n_types = 0;
+    for (int i = 2; i < argc; i++) {
+        const bench_format *f = bench_format_named(argv[i]);
+        if (!f) {
+            fprintf(stderr, "bench_matmul: unknown format '%s'; give some of q4_0 q4_1 q5_0 q5_1 q8_0 q2_k q3_k "
+                            "q4_k q5_k q6_k\n", argv[i]);
+            return 1;
+        }
+        types[n_types++] = f->type;
+    }
     uint64_t seed = 1;
     double bw[3], peak[3];
     for (int th = 1; th <= 2; th++) {
@@ -259,8 +315,7 @@ int main(int argc, char **argv) {
                peak[th]);
     }
     for (int th = 1; th <= 2; th++) bench_model_sweep(th, runs, bw[th], &seed);
-    const uint32_t types[] = {FASA_TYPE_Q4_1, FASA_TYPE_Q8_0};
-    for (size_t i = 0; i < 2; i++)
+    for (size_t i = 0; i < n_types; i++)
         for (int th = 1; th <= 2; th++) bench_shapes(types[i], th, runs, bw[th], peak[th], &seed);
     return 0;
 }

@@ -1,6 +1,7 @@
-/* The Llama forward pass over a chunk of tokens:
+/* The forward pass over a chunk of tokens (Llama's block; Qwen2 adds the
+ * biases b of Q, K and V, see arch.c):
  *   x = embed(tokens)
- *   per layer: x += Wo attn(rope(Wq n(x)), rope(Wk n(x)), Wv n(x))
+ *   per layer: x += Wo attn(rope(Wq n(x) + bq), rope(Wk n(x) + bk), Wv n(x) + bv)
  *              x += Wdown (silu(Wgate n(x)) * Wup n(x))
  *   logits = Wout n(x)
  * Matrix products run over the whole chunk at once (prefill), so each weight
@@ -42,6 +43,12 @@ static void matmul(const fasa_context *c, const fasa_weight *w, const float *x, 
 
 static void add_into(float *x, const float *y, int64_t n) {
     for (int64_t i = 0; i < n; i++) x[i] += y[i];
+}
+
+/* Adds a bias vector (NULL: none) to each of n rows of y. */
+static void add_bias(float *y, const float *b, int32_t n, int64_t rows) {
+    if (!b) return;
+    for (int32_t t = 0; t < n; t++) add_into(y + t * rows, b, rows);
 }
 
 /* Angles in double: at positions in the hundreds of thousands a float
@@ -175,6 +182,9 @@ static void layer_forward(fasa_context *c, int32_t l, int32_t pos0, int32_t n) {
     matmul(c, &L->wq, c->xb, n, c->q);
     matmul(c, &L->wk, c->xb, n, c->k);
     matmul(c, &L->wv, c->xb, n, c->v);
+    add_bias(c->q, L->bq, n, HD);
+    add_bias(c->k, L->bk, n, KVD);
+    add_bias(c->v, L->bv, n, KVD);
     for (int32_t t = 0; t < n; t++) {
         const float *cs = c->rope_cos + (int64_t)t * half, *sn = c->rope_sin + (int64_t)t * half;
         fasa_rope_apply(c->q + t * HD, in->n_heads, d, in->rope_layout, cs, sn);

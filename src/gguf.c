@@ -42,23 +42,11 @@
 #define GGUF_MIN_KV_BYTES 13
 #define GGUF_MIN_TENSOR_INFO_BYTES 32
 
-/* Every tensor type id ggml has defined; the gaps are retired ids. A type
- * outside this table is a corrupt file. A type inside it that quant.h cannot
- * compute with is still accepted here: the model loader reports it, because
- * "this build cannot run q5_K" is a different message from "corrupt file". */
-static const char *const ggml_type_names[] = {
-    [0] = "f32",     [1] = "f16",      [2] = "q4_0",   [3] = "q4_1",    [6] = "q5_0",
-    [7] = "q5_1",    [8] = "q8_0",     [9] = "q8_1",   [10] = "q2_K",   [11] = "q3_K",
-    [12] = "q4_K",   [13] = "q5_K",    [14] = "q6_K",  [15] = "q8_K",   [16] = "iq2_xxs",
-    [17] = "iq2_xs", [18] = "iq3_xxs", [19] = "iq1_s", [20] = "iq4_nl", [21] = "iq3_s",
-    [22] = "iq2_s",  [23] = "iq4_xs",  [24] = "i8",    [25] = "i16",    [26] = "i32",
-    [27] = "i64",    [28] = "f64",     [29] = "iq1_m", [30] = "bf16",   [34] = "tq1_0",
-    [35] = "tq2_0",  [39] = "mxfp4",   [40] = "nvfp4", [41] = "q1_0",
-};
-
-static bool ggml_type_known(uint32_t type) {
-    return type < sizeof ggml_type_names / sizeof ggml_type_names[0] && ggml_type_names[type];
-}
+/* A tensor type ggml never defined (quant_type_name has no name for it) is
+ * a corrupt file. A type ggml defines that quant.h cannot compute with is
+ * still accepted here: the model loader reports it, because "this build
+ * cannot run iq2_xs" is a different message from "corrupt file". */
+static bool ggml_type_known(uint32_t type) { return quant_type_name(type) != NULL; }
 
 static const char *const value_type_names[GGUF_TYPE_COUNT] = {
     "uint8", "int8",   "uint16", "int16",  "uint32", "int32",   "float32",
@@ -454,7 +442,7 @@ static fasa_status read_tensor_infos(cursor *c, gguf_file_impl *f) {
 /* ---- validation -------------------------------------------------------- */
 
 /* Places tensor i's data in the file and checks that it fits. Types quant.h
- * does not know keep n_bytes = 0 and data = NULL (see ggml_type_names). */
+ * does not know keep n_bytes = 0 and data = NULL (see ggml_type_known). */
 static fasa_status validate_tensor(const cursor *c, const gguf_file *g, uint64_t i,
                                    gguf_tensor *t) {
     char ctx[96];

@@ -1,6 +1,8 @@
-/* Loading a Llama-family model from GGUF: hyperparameters, weight views,
- * shape and type checks. Every required tensor is checked for presence,
- * block type and shape here, so the forward pass can trust them. */
+/* Loading a model from GGUF: hyperparameters, weight views, shape and type
+ * checks. Every tensor the architecture (arch.c) needs is checked for
+ * presence, block type and shape here, so the forward pass can trust them;
+ * and every tensor of the file must be one of them, since a tensor we do
+ * not know is maths we would silently skip. */
 #include "model.h"
 
 #include <math.h>
@@ -10,15 +12,6 @@
 
 #include "error.h"
 #include "quant.h"
-
-/* Architectures whose tensors follow the llama naming and layout, with the
- * RoPE pairing their GGUF conversion implies. */
-static const struct {
-    const char *arch;
-    fasa_rope_layout layout;
-} known_archs[] = {
-    {"llama", FASA_ROPE_INTERLEAVED},
-};
 
 static fasa_status arch_key(const char *arch, const char *suffix, char *buf, size_t cap) {
     if ((size_t)snprintf(buf, cap, "%s.%s", arch, suffix) >= cap)
@@ -56,13 +49,14 @@ static fasa_status read_hparams(fasa_model *m) {
     gguf_str arch;
     fasa_status st = gguf_get_str(g, "general.architecture", &arch);
     if (st != FASA_OK) return st;
-    size_t n_known = sizeof known_archs / sizeof known_archs[0], a = 0;
-    while (a < n_known && !gguf_str_eq(arch, known_archs[a].arch)) a++;
-    if (a == n_known)
-        return fasa_error(FASA_E_UNSUPPORTED, "model architecture '%.*s' is not supported (supported: llama)",
-                          (int)(arch.len > 40 ? 40 : arch.len), arch.data);
-    snprintf(in->arch, sizeof in->arch, "%s", known_archs[a].arch);
-    in->rope_layout = known_archs[a].layout;
+    if (!(m->arch = arch_find(arch))) {
+        char names[128];
+        arch_list(names, sizeof names);
+        return fasa_error(FASA_E_UNSUPPORTED, "model architecture '%.*s' is not supported (supported: %s)",
+                          (int)(arch.len > 40 ? 40 : arch.len), arch.data, names);
+    }
+    snprintf(in->arch, sizeof in->arch, "%s", m->arch->name);
+    in->rope_layout = m->arch->rope_layout;
     gguf_str name = {0, ""};
     if (gguf_find_kv(g, "general.name") && gguf_get_str(g, "general.name", &name) == FASA_OK)
         snprintf(in->name, sizeof in->name, "%.*s", (int)(name.len > 95 ? 95 : name.len), name.data);
@@ -125,15 +119,24 @@ static fasa_status read_hparams(fasa_model *m) {
     return FASA_OK;
 }
 
-/* Finds a 2-D weight and checks its type and shape (cols x rows as GGUF ne). */
-static fasa_status get_weight(fasa_model *m, const char *name, int64_t cols, int64_t rows,
-                              fasa_weight *w) {
+/* Finds a tensor and records that the model uses it. */
+static const gguf_tensor *use_tensor(fasa_model *m, const char *name, bool *used) {
     const gguf_tensor *t = gguf_find_tensor(m->gguf, name);
+    if (t) used[t - m->gguf->tensors] = true;
+    return t;
+}
+
+/* Finds a 2-D weight and checks its type and shape (cols x rows as GGUF ne). */
+static fasa_status get_weight(fasa_model *m, bool *used, const char *name, int64_t cols, int64_t rows,
+                              fasa_weight *w) {
+    const gguf_tensor *t = use_tensor(m, name, used);
     if (!t) return fasa_error(FASA_E_FORMAT, "required tensor '%s' is missing", name);
     const quant_traits *qt = quant_traits_of(t->type);
     if (!qt || !t->data)
-        return fasa_error(FASA_E_UNSUPPORTED, "tensor '%s' has type id %u, which this build cannot run", name,
-                          t->type);
+        return fasa_error(FASA_E_UNSUPPORTED,
+                          "tensor '%s' has type %s (id %u), which this build cannot run (supported: %s)", name,
+                          quant_type_name(t->type) ? quant_type_name(t->type) : "unknown", t->type,
+                          quant_supported_names());
     if (t->n_dims != 2 || (int64_t)t->ne[0] != cols || (int64_t)t->ne[1] != rows)
         return fasa_error(FASA_E_FORMAT,
                           "tensor '%s' has shape [%llu, %llu] (%u dims), expected [%lld, %lld]", name,
@@ -145,16 +148,18 @@ static fasa_status get_weight(fasa_model *m, const char *name, int64_t cols, int
     return FASA_OK;
 }
 
-/* Norm vectors are small; convert them to f32 once. */
-static fasa_status get_norm(fasa_model *m, const char *name, int64_t n, float **out) {
-    const gguf_tensor *t = gguf_find_tensor(m->gguf, name);
+/* Vectors (norms, biases) are small; convert them to f32 once. */
+static fasa_status get_vector(fasa_model *m, bool *used, const char *name, int64_t n, float **out) {
+    const gguf_tensor *t = use_tensor(m, name, used);
     if (!t) return fasa_error(FASA_E_FORMAT, "required tensor '%s' is missing", name);
     if (t->n_dims != 1 || (int64_t)t->ne[0] != n)
         return fasa_error(FASA_E_FORMAT, "tensor '%s' has %u dims and %llu elements, expected a vector of %lld",
                           name, t->n_dims, (unsigned long long)t->ne[0], (long long)n);
     if (!quant_traits_of(t->type) || !t->data || !quant_row_bytes(t->type, n))
-        return fasa_error(FASA_E_UNSUPPORTED, "tensor '%s' has type id %u, which this build cannot run", name,
-                          t->type);
+        return fasa_error(FASA_E_UNSUPPORTED,
+                          "tensor '%s' has type %s (id %u), which this build cannot run (supported: %s)", name,
+                          quant_type_name(t->type) ? quant_type_name(t->type) : "unknown", t->type,
+                          quant_supported_names());
     *out = fasa_malloc((size_t)n, sizeof(float), name);
     if (!*out) return FASA_E_NOMEM;
     quant_dequant_row(t->type, t->data, *out, n);
@@ -163,38 +168,65 @@ static fasa_status get_norm(fasa_model *m, const char *name, int64_t n, float **
     return FASA_OK;
 }
 
-static fasa_status load_weights(fasa_model *m) {
+static int64_t dim_size(const fasa_model_info *in, arch_dim d) {
+    switch (d) {
+    case ARCH_DIM_EMBD: return in->n_embd;
+    case ARCH_DIM_Q: return (int64_t)in->n_heads * in->head_dim;
+    case ARCH_DIM_KV: return (int64_t)in->n_kv_heads * in->head_dim;
+    case ARCH_DIM_FF: return in->n_ff;
+    }
+    return 0;
+}
+
+static fasa_status load_layer(fasa_model *m, bool *used, int32_t l) {
+    size_t n;
+    const arch_tensor *tt = arch_layer_tensors(&n);
+    for (size_t i = 0; i < n; i++) {
+        if (tt[i].needs && !(m->arch->features & tt[i].needs)) continue;
+        char name[96];
+        snprintf(name, sizeof name, "blk.%d.%s", l, tt[i].name);
+        char *field = (char *)&m->layers[l] + tt[i].offset;
+        const int64_t cols = dim_size(&m->info, tt[i].cols), rows = dim_size(&m->info, tt[i].rows);
+        fasa_status st = tt[i].is_vector ? get_vector(m, used, name, cols, (float **)(void *)field)
+                                         : get_weight(m, used, name, cols, rows, (fasa_weight *)(void *)field);
+        if (st) return st;
+    }
+    return FASA_OK;
+}
+
+/* The first tensor of the file no part of the model read, named. */
+static fasa_status check_all_used(const fasa_model *m, const bool *used) {
+    const gguf_file *g = m->gguf;
+    for (uint64_t i = 0; i < g->n_tensors; i++)
+        if (!used[i])
+            return fasa_error(FASA_E_UNSUPPORTED,
+                              "tensor '%.*s' is not part of a '%s' model as this build runs it (a variant of "
+                              "the architecture it does not support?); refusing to ignore it",
+                              (int)(g->tensors[i].name.len > 64 ? 64 : g->tensors[i].name.len),
+                              g->tensors[i].name.data, m->arch->name);
+    return FASA_OK;
+}
+
+static fasa_status load_weights(fasa_model *m, bool *used) {
     const fasa_model_info *in = &m->info;
-    const int64_t E = in->n_embd, F = in->n_ff, D = in->head_dim;
-    const int64_t HD = (int64_t)in->n_heads * D, KVD = (int64_t)in->n_kv_heads * D;
-    fasa_status st = get_weight(m, "token_embd.weight", E, in->n_vocab, &m->tok_embd);
+    const int64_t E = in->n_embd;
+    fasa_status st = get_weight(m, used, "token_embd.weight", E, in->n_vocab, &m->tok_embd);
     if (st) return st;
     /* The embedding matrix is read one row per token, not whole. */
     m->info.weight_bytes -= quant_row_bytes(m->tok_embd.type, E) * (uint64_t)(in->n_vocab - 1);
     if (gguf_find_tensor(m->gguf, "output.weight")) {
-        if ((st = get_weight(m, "output.weight", E, in->n_vocab, &m->output))) return st;
+        if ((st = get_weight(m, used, "output.weight", E, in->n_vocab, &m->output))) return st;
     } else {
         m->output = m->tok_embd; /* tied embeddings */
         m->info.weight_bytes += quant_row_bytes(m->tok_embd.type, E) * (uint64_t)in->n_vocab;
     }
-    if ((st = get_norm(m, "output_norm.weight", E, &m->output_norm))) return st;
+    if ((st = get_vector(m, used, "output_norm.weight", E, &m->output_norm))) return st;
 
     m->layers = fasa_calloc((size_t)in->n_layers, sizeof *m->layers, "layer table");
     if (!m->layers) return FASA_E_NOMEM;
-    for (int32_t l = 0; l < in->n_layers; l++) {
-        fasa_layer *L = &m->layers[l];
-        char n[10][64];
-        static const char *suffix[10] = {"attn_norm", "ffn_norm", "attn_q", "attn_k", "attn_v",
-                                         "attn_output", "ffn_gate", "ffn_up", "ffn_down", ""};
-        for (int i = 0; i < 9; i++) snprintf(n[i], sizeof n[i], "blk.%d.%s.weight", l, suffix[i]);
-        if ((st = get_norm(m, n[0], E, &L->attn_norm)) || (st = get_norm(m, n[1], E, &L->ffn_norm)) ||
-            (st = get_weight(m, n[2], E, HD, &L->wq)) || (st = get_weight(m, n[3], E, KVD, &L->wk)) ||
-            (st = get_weight(m, n[4], E, KVD, &L->wv)) || (st = get_weight(m, n[5], HD, E, &L->wo)) ||
-            (st = get_weight(m, n[6], E, F, &L->w_gate)) || (st = get_weight(m, n[7], E, F, &L->w_up)) ||
-            (st = get_weight(m, n[8], F, E, &L->w_down)))
-            return st;
-    }
-    return FASA_OK;
+    for (int32_t l = 0; l < in->n_layers; l++)
+        if ((st = load_layer(m, used, l))) return st;
+    return check_all_used(m, used);
 }
 
 /* Identifies the weights a calibration was made for: two files with the same
@@ -242,12 +274,16 @@ fasa_status fasa_model_load(const char *path, fasa_model **out) {
     fasa_status st = gguf_open(path, &m->gguf);
     if (!st) st = read_hparams(m);
     if (!st) st = tokenizer_init(m->gguf, &m->tok);
+    bool *used = NULL;
+    if (!st && !(used = fasa_calloc(m->gguf->n_tensors, sizeof *used, "tensor table"))) st = FASA_E_NOMEM;
     if (!st) {
         m->info.n_vocab = tokenizer_n_vocab(m->tok);
-        st = load_weights(m);
+        st = load_weights(m, used);
     }
+    free(used);
     if (!st) st = init_rope(m);
     if (!st) st = detect_chat(m);
+    if (!st && m->chat.style == CHAT_NONE) m->chat.style = m->arch->chat;
     if (st) {
         if (m->gguf && st != FASA_E_IO) {
             /* Prefix the file name so the user knows which model is at fault. */
@@ -269,6 +305,9 @@ void fasa_model_free(fasa_model *m) {
         for (int32_t l = 0; l < m->info.n_layers; l++) {
             free(m->layers[l].attn_norm);
             free(m->layers[l].ffn_norm);
+            free(m->layers[l].bq);
+            free(m->layers[l].bk);
+            free(m->layers[l].bv);
         }
         free(m->layers);
     }

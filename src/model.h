@@ -1,11 +1,12 @@
-/* Llama-family model: weights as views into the GGUF mapping, and the
- * forward pass. The model knows nothing of how an attention policy selects
+/* A model of one of the architectures in arch.c: weights as views into the
+ * GGUF mapping, and the forward pass. The model knows nothing of how an attention policy selects
  * tokens; it hands each layer's queries and the KV cache to attention. */
 #ifndef FASA_MODEL_H
 #define FASA_MODEL_H
 
 #include <stdint.h>
 
+#include "arch.h"
 #include "chat.h"
 #include "fasa.h"
 #include "gguf.h"
@@ -20,15 +21,19 @@ typedef struct fasa_weight {
     int64_t cols;
 } fasa_weight;
 
+/* One block; its tensors are listed in arch.c. Vectors are owned f32
+ * copies; the biases are NULL where the architecture has none. */
 typedef struct fasa_layer {
-    float *attn_norm; /* [n_embd], owned (converted to f32 at load) */
+    float *attn_norm; /* [n_embd] */
     float *ffn_norm;
+    float *bq, *bk, *bv; /* [n_heads * head_dim], [n_kv_heads * head_dim] x 2 */
     fasa_weight wq, wk, wv, wo;
     fasa_weight w_gate, w_up, w_down;
 } fasa_layer;
 
 struct fasa_model {
     gguf_file *gguf;
+    const arch_desc *arch;
     fasa_tokenizer *tok;
     fasa_model_info info;
     float rms_eps;

@@ -5,21 +5,38 @@
  * from the layouts below; the vector kernels in quant_simd.c must agree with
  * them. Layouts (all little-endian, blocks packed without padding):
  *
- *   q4_0  32 elems, 18 B: f16 d, 16 B nibbles       x = (q - 8) * d
- *   q4_1  32 elems, 20 B: f16 d, f16 m, 16 B nibbles x = q * d + m
- *   q8_0  32 elems, 34 B: f16 d, 32 x int8          x = q * d
- *   In q4_0 / q4_1, byte j holds element j in its low nibble and element
- *   j + 16 in its high nibble.
+ *   q4_0  32 elems, 18 B: f16 d, 16 B nibbles                  x = (q - 8) * d
+ *   q4_1  32 elems, 20 B: f16 d, f16 m, 16 B nibbles           x = q * d + m
+ *   q5_0  32 elems, 22 B: f16 d, 4 B qh, 16 B nibbles          x = (q - 16) * d
+ *   q5_1  32 elems, 24 B: f16 d, f16 m, 4 B qh, 16 B nibbles   x = q * d + m
+ *   q8_0  32 elems, 34 B: f16 d, 32 x int8                     x = q * d
+ *   In these, byte j holds element j in its low nibble and element j + 16
+ *   in its high nibble; q5's fifth bit of element j is bit j of the
+ *   little-endian 32-bit qh.
  *
+ *   q2_k  256 elems, 84 B: 16 B scales, 64 B 2-bit codes, f16 d, f16 dmin.
+ *         One scale byte per 16 elements: x = d * (s & 15) * q - dmin * (s >> 4).
+ *   q3_k  256 elems, 110 B: 32 B hmask, 64 B 2-bit codes, 12 B of 6-bit
+ *         scales (one per 16 elements, offset by 32), f16 d.
+ *         x = d * sc * (q - 4), q = low two bits | hmask bit << 2.
+ *   In both, element e = 128h + 32g + l (h < 2, g < 4, l < 32) takes bits
+ *   2g..2g+1 of code byte 32h + l; in q3_k its hmask bit is bit e / 32 of
+ *   hmask byte l.
  *   q4_k  256 elems, 144 B: f16 d, f16 dmin, 12 B of 6-bit scales and mins
  *         for 8 sub-blocks of 32, 128 B nibbles. Sub-block s: x = q * d *
  *         sc[s] - dmin * mn[s]. Bytes 32k..32k+31 of the nibbles hold
  *         sub-block 2k (low nibbles) and 2k+1 (high nibbles).
+ *   q5_k  256 elems, 176 B: q4_k with 32 B qh between the scales and the
+ *         nibbles; element e's fifth bit is bit e / 32 of qh byte e % 32.
  *   q6_k  256 elems, 210 B: 128 B ql (low 4 bits), 64 B qh (high 2 bits),
  *         16 x int8 scales (one per 16 elements), f16 d. x = d * sc * (q - 32).
  *         Each half of 128 elements uses 64 B of ql and 32 B of qh; in a
  *         half, element 32g + l (g < 4, l < 32) takes ql byte l + 32 (g & 1),
- *         nibble g >> 1, and bits 2g..2g+1 of qh byte l. */
+ *         nibble g >> 1, and bits 2g..2g+1 of qh byte l.
+ *
+ * Every value is a single rounding of an exact product or sum (the codes,
+ * scales and f16 fields are short enough that the products are exact in
+ * f32), so every correct decoder gives the same floats. */
 #include "quant_internal.h"
 
 #include <math.h>
@@ -128,25 +145,31 @@ void quant_ref_dequant_bf16(const void *src, float *dst, int64_t n) {
     }
 }
 
-void quant_ref_dequant_q4_0(const void *src, float *dst, int64_t n) {
-    for (const uint8_t *b = src; n > 0; b += 18, dst += 32, n -= 32) {
-        float d = quant_load_f16(b);
-        for (int j = 0; j < 16; j++) {
-            dst[j] = (float)((b[2 + j] & 0xf) - 8) * d;
-            dst[j + 16] = (float)((b[2 + j] >> 4) - 8) * d;
-        }
+/* Code of element j (< 32) of a 32-element block: a nibble of the 16 bytes
+ * at qs, plus bit j of qh as a fifth bit. */
+static int code32(const uint8_t *qs, uint32_t qh, int j) {
+    int nibble = j < 16 ? qs[j] & 0xf : qs[j - 16] >> 4;
+    return nibble | (int)((qh >> j) & 1) << 4;
+}
+
+/* The 32-element nibble formats: f16 d, an f16 m if `has_min`, a 32-bit qh
+ * if `fifth_bit`, 16 B of nibbles. Without m the codes are centred on the
+ * middle one (8 or 16). */
+static void dequant_32(const uint8_t *b, float *dst, int64_t n, bool has_min, bool fifth_bit) {
+    size_t qh_at = has_min ? 4 : 2, qs_at = qh_at + (fifth_bit ? 4 : 0);
+    int zero = has_min ? 0 : fifth_bit ? 16 : 8;
+    for (; n > 0; b += qs_at + 16, dst += 32, n -= 32) {
+        float d = quant_load_f16(b), m = has_min ? quant_load_f16(b + 2) : 0.0f;
+        uint32_t qh = 0;
+        if (fifth_bit) memcpy(&qh, b + qh_at, sizeof qh);
+        for (int j = 0; j < 32; j++) dst[j] = (float)(code32(b + qs_at, qh, j) - zero) * d + m;
     }
 }
 
-void quant_ref_dequant_q4_1(const void *src, float *dst, int64_t n) {
-    for (const uint8_t *b = src; n > 0; b += 20, dst += 32, n -= 32) {
-        float d = quant_load_f16(b), m = quant_load_f16(b + 2);
-        for (int j = 0; j < 16; j++) {
-            dst[j] = (float)(b[4 + j] & 0xf) * d + m;
-            dst[j + 16] = (float)(b[4 + j] >> 4) * d + m;
-        }
-    }
-}
+void quant_ref_dequant_q4_0(const void *src, float *dst, int64_t n) { dequant_32(src, dst, n, false, false); }
+void quant_ref_dequant_q4_1(const void *src, float *dst, int64_t n) { dequant_32(src, dst, n, true, false); }
+void quant_ref_dequant_q5_0(const void *src, float *dst, int64_t n) { dequant_32(src, dst, n, false, true); }
+void quant_ref_dequant_q5_1(const void *src, float *dst, int64_t n) { dequant_32(src, dst, n, true, true); }
 
 void quant_ref_dequant_q8_0(const void *src, float *dst, int64_t n) {
     for (const uint8_t *b = src; n > 0; b += 34, dst += 32, n -= 32) {
@@ -155,34 +178,55 @@ void quant_ref_dequant_q8_0(const void *src, float *dst, int64_t n) {
     }
 }
 
-/* The 12 scale bytes of q4_k hold eight 6-bit scales and eight 6-bit mins:
- * sub-blocks 0-3 in the low 6 bits of bytes 0-3 (scales) and 4-7 (mins);
- * sub-blocks 4-7 in the nibbles of bytes 8-11 (scale low, min high) with
- * their top two bits in the spare high bits of bytes 0-3 and 4-7. */
-static void q4_k_scale_min(const uint8_t *s, int sub, int *sc, int *mn) {
-    if (sub < 4) {
-        *sc = s[sub] & 63;
-        *mn = s[sub + 4] & 63;
-    } else {
-        *sc = (s[sub + 4] & 0xf) | ((s[sub - 4] >> 6) << 4);
-        *mn = (s[sub + 4] >> 4) | ((s[sub] >> 6) << 4);
-    }
+/* Element e (< 256) of the 2-bit code plane of q2_k / q3_k. */
+static int crumb(const uint8_t *qs, int e) {
+    return (qs[32 * (e / 128) + e % 32] >> (2 * (e % 128 / 32))) & 3;
 }
 
-void quant_ref_dequant_q4_k(const void *src, float *dst, int64_t n) {
-    for (const uint8_t *b = src; n > 0; b += 144, dst += 256, n -= 256) {
-        float d = quant_load_f16(b), dmin = quant_load_f16(b + 2);
-        const uint8_t *qs = b + 16;
-        for (int sub = 0; sub < 8; sub++) {
-            int sc, mn;
-            q4_k_scale_min(b + 4, sub, &sc, &mn);
-            float scale = d * (float)sc, min = dmin * (float)mn;
-            int shift = (sub & 1) * 4;
-            for (int l = 0; l < 32; l++)
-                dst[32 * sub + l] = scale * (float)((qs[32 * (sub / 2) + l] >> shift) & 0xf) - min;
+/* Element e (< 256) of the one-bit plane of q3_k (hmask) / q5_k (qh). */
+static int plane_bit(const uint8_t *p, int e) { return (p[e % 32] >> (e / 32)) & 1; }
+
+void quant_ref_dequant_q2_k(const void *src, float *dst, int64_t n) {
+    for (const uint8_t *b = src; n > 0; b += 84, dst += 256, n -= 256) {
+        float d = quant_load_f16(b + 80), dmin = quant_load_f16(b + 82);
+        for (int e = 0; e < 256; e++) {
+            int s = b[e / 16];
+            dst[e] = d * (float)(s & 0xf) * (float)crumb(b + 16, e) - dmin * (float)(s >> 4);
         }
     }
 }
+
+void quant_ref_dequant_q3_k(const void *src, float *dst, int64_t n) {
+    for (const uint8_t *b = src; n > 0; b += 110, dst += 256, n -= 256) {
+        float d = quant_load_f16(b + 108);
+        for (int e = 0; e < 256; e++) {
+            int q = crumb(b + 32, e) - (plane_bit(b, e) ? 0 : 4);
+            dst[e] = d * (float)quant_q3_k_scale(b + 96, e / 16) * (float)q;
+        }
+    }
+}
+
+/* q4_k, and q5_k (`fifth_bit`) with its qh plane before the nibbles. */
+static void dequant_k(const uint8_t *b, float *dst, int64_t n, bool fifth_bit) {
+    size_t qs_at = fifth_bit ? 48 : 16;
+    for (; n > 0; b += qs_at + 128, dst += 256, n -= 256) {
+        float d = quant_load_f16(b), dmin = quant_load_f16(b + 2);
+        for (int sub = 0; sub < 8; sub++) {
+            int sc, mn;
+            quant_k_scale_min(b + 4, sub, &sc, &mn);
+            float scale = d * (float)sc, min = dmin * (float)mn;
+            for (int l = 0; l < 32; l++) {
+                int e = 32 * sub + l;
+                int q = (b[qs_at + 32 * (sub / 2) + l] >> (4 * (sub & 1))) & 0xf;
+                if (fifth_bit) q |= plane_bit(b + 16, e) << 4;
+                dst[e] = scale * (float)q - min;
+            }
+        }
+    }
+}
+
+void quant_ref_dequant_q4_k(const void *src, float *dst, int64_t n) { dequant_k(src, dst, n, false); }
+void quant_ref_dequant_q5_k(const void *src, float *dst, int64_t n) { dequant_k(src, dst, n, true); }
 
 void quant_ref_dequant_q6_k(const void *src, float *dst, int64_t n) {
     for (const uint8_t *b = src; n > 0; b += 210, dst += 256, n -= 256) {
@@ -212,8 +256,13 @@ static const quant_kernels quant_table[] = {
     [FASA_TYPE_F16] = QUANT_ENTRY(f16, 1, 2),
     [FASA_TYPE_Q4_0] = QUANT_ENTRY(q4_0, 32, 18),
     [FASA_TYPE_Q4_1] = QUANT_ENTRY(q4_1, 32, 20),
+    [FASA_TYPE_Q5_0] = QUANT_ENTRY(q5_0, 32, 22),
+    [FASA_TYPE_Q5_1] = QUANT_ENTRY(q5_1, 32, 24),
     [FASA_TYPE_Q8_0] = QUANT_ENTRY(q8_0, 32, 34),
+    [FASA_TYPE_Q2_K] = QUANT_ENTRY(q2_k, 256, 84),
+    [FASA_TYPE_Q3_K] = QUANT_ENTRY(q3_k, 256, 110),
     [FASA_TYPE_Q4_K] = QUANT_ENTRY(q4_k, 256, 144),
+    [FASA_TYPE_Q5_K] = QUANT_ENTRY(q5_k, 256, 176),
     [FASA_TYPE_Q6_K] = QUANT_ENTRY(q6_k, 256, 210),
     [FASA_TYPE_BF16] = QUANT_ENTRY(bf16, 1, 2),
 };
@@ -228,6 +277,28 @@ const quant_traits *quant_traits_of(uint32_t type) {
     const quant_kernels *k = quant_kernels_of(type);
     return k ? &k->traits : NULL;
 }
+
+/* Every tensor type id ggml has defined; the gaps are retired ids. */
+static const char *const type_names[] = {
+    [0] = "f32",     [1] = "f16",      [2] = "q4_0",   [3] = "q4_1",    [6] = "q5_0",
+    [7] = "q5_1",    [8] = "q8_0",     [9] = "q8_1",   [10] = "q2_k",   [11] = "q3_k",
+    [12] = "q4_k",   [13] = "q5_k",    [14] = "q6_k",  [15] = "q8_k",   [16] = "iq2_xxs",
+    [17] = "iq2_xs", [18] = "iq3_xxs", [19] = "iq1_s", [20] = "iq4_nl", [21] = "iq3_s",
+    [22] = "iq2_s",  [23] = "iq4_xs",  [24] = "i8",    [25] = "i16",    [26] = "i32",
+    [27] = "i64",    [28] = "f64",     [29] = "iq1_m", [30] = "bf16",   [34] = "tq1_0",
+    [35] = "tq2_0",  [39] = "mxfp4",   [40] = "nvfp4", [41] = "q1_0",
+};
+
+const char *quant_type_name(uint32_t type) {
+    return type < sizeof type_names / sizeof type_names[0] ? type_names[type] : NULL;
+}
+
+#define QUANT_LIST_NAME(fmt) ", " #fmt
+const char *quant_supported_names(void) {
+    static const char names[] = QUANT_FORMATS(QUANT_LIST_NAME);
+    return names + 2; /* past the first ", " */
+}
+#undef QUANT_LIST_NAME
 
 size_t quant_row_bytes(uint32_t type, int64_t n) {
     const quant_traits *t = quant_traits_of(type);

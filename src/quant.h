@@ -19,8 +19,13 @@ enum fasa_type {
     FASA_TYPE_F16 = 1,
     FASA_TYPE_Q4_0 = 2,
     FASA_TYPE_Q4_1 = 3,
+    FASA_TYPE_Q5_0 = 6,
+    FASA_TYPE_Q5_1 = 7,
     FASA_TYPE_Q8_0 = 8,
+    FASA_TYPE_Q2_K = 10,
+    FASA_TYPE_Q3_K = 11,
     FASA_TYPE_Q4_K = 12,
+    FASA_TYPE_Q5_K = 13,
     FASA_TYPE_Q6_K = 14,
     FASA_TYPE_BF16 = 30,
 };
@@ -33,6 +38,14 @@ typedef struct quant_traits {
 
 /* NULL for a type id this build cannot compute with. */
 const quant_traits *quant_traits_of(uint32_t type);
+
+/* The name of any type id ggml has defined ("q5_k", "iq2_xs", "bf16"),
+ * whether or not this build computes with it, so that a refusal can say
+ * what was refused; NULL for an id ggml never defined. */
+const char *quant_type_name(uint32_t type);
+
+/* The types this build computes with, in id order: "f32, f16, q4_0, ...". */
+const char *quant_supported_names(void);
 
 /* Bytes taken by a row of n elements; 0 if the type is unsupported, n is not
  * a multiple of the block size, or the size overflows. */

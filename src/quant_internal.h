@@ -16,10 +16,13 @@
 typedef void (*quant_dequant_fn)(const void *src, float *dst, int64_t n);
 typedef float (*quant_dot_fn)(const void *row, const float *x, int64_t n);
 
-/* Every format this build computes with. Adding a format means one entry
+/* Every format this build computes with, in type id order (the order
+ * quant_supported_names lists them in). Adding a format means one entry
  * here, a scalar decoder and a table row in quant.c, and a vector decoder
  * plus its QUANT_SIMD_KERNELS / QUANT_SCALAR_KERNELS lines in quant_simd.c. */
-#define QUANT_FORMATS(X) X(f32) X(f16) X(bf16) X(q4_0) X(q4_1) X(q8_0) X(q4_k) X(q6_k)
+#define QUANT_FORMATS(X)                                                                   \
+    X(f32) X(f16) X(q4_0) X(q4_1) X(q5_0) X(q5_1) X(q8_0) X(q2_k) X(q3_k) X(q4_k) X(q5_k) \
+    X(q6_k) X(bf16)
 
 #define QUANT_DECLARE_KERNELS(fmt)                                                \
     void quant_ref_dequant_##fmt(const void *src, float *dst, int64_t n);        \
@@ -64,6 +67,31 @@ static inline float quant_load_f16(const uint8_t *p) {
 #else
     return quant_f16_to_f32_scalar(h);
 #endif
+}
+
+/* Field unpacking shared by the scalar and the vector decoders. */
+
+/* q4_k and q5_k pack eight 6-bit scales and eight 6-bit mins in 12 bytes:
+ * sub-blocks 0-3 in the low 6 bits of bytes 0-3 (scales) and 4-7 (mins);
+ * sub-blocks 4-7 in the nibbles of bytes 8-11 (scale low, min high) with
+ * their top two bits in the spare high bits of bytes 0-3 and 4-7. */
+static inline void quant_k_scale_min(const uint8_t *s, int sub, int *sc, int *mn) {
+    if (sub < 4) {
+        *sc = s[sub] & 63;
+        *mn = s[sub + 4] & 63;
+    } else {
+        *sc = (s[sub + 4] & 0xf) | ((s[sub - 4] >> 6) << 4);
+        *mn = (s[sub + 4] >> 4) | ((s[sub] >> 6) << 4);
+    }
+}
+
+/* q3_k packs sixteen 6-bit scales, stored offset by 32, in 12 bytes: the low
+ * four bits of scale j in byte j % 8 (low nibble for j < 8, high nibble
+ * after), the top two in byte 8 + j % 4 at bits 2 (j / 4). */
+static inline int quant_q3_k_scale(const uint8_t *s, int j) {
+    int lo = (s[j % 8] >> (4 * (j / 8))) & 0xf;
+    int hi = (s[8 + j % 4] >> (2 * (j / 4))) & 3;
+    return (lo | (hi << 4)) - 32;
 }
 
 /* Floats per vector register of the kernels this build compiles: AVX-512

@@ -49,6 +49,14 @@ ALWAYS_INLINE vi vi_or(vi a, vi b) { return _mm512_or_si512(a, b); }
 ALWAYS_INLINE vi vi_sub(vi a, vi b) { return _mm512_sub_epi32(a, b); }
 ALWAYS_INLINE vi vi_srl(vi a, int n) { return _mm512_srli_epi32(a, (unsigned)n); }
 ALWAYS_INLINE vi vi_sll(vi a, int n) { return _mm512_slli_epi32(a, (unsigned)n); }
+/* A set of lanes: a mask register here, lanes of all ones / zeros with AVX2. */
+typedef __mmask16 vmask;
+/* Lane l set where bit first + l of `bits` is. */
+ALWAYS_INLINE vmask vmask_of_bits(uint32_t bits, int first) { return (__mmask16)(bits >> first); }
+/* Lane l set where bit `bit` of byte p[l] is. */
+ALWAYS_INLINE vmask vmask_of_plane(const uint8_t *p, int bit) {
+    return _mm512_test_epi32_mask(vi_of_u8(p), vi_set1(1 << bit));
+}
 #else
 #define VL 8
 typedef __m256 vf;
@@ -86,6 +94,16 @@ ALWAYS_INLINE vi vi_or(vi a, vi b) { return _mm256_or_si256(a, b); }
 ALWAYS_INLINE vi vi_sub(vi a, vi b) { return _mm256_sub_epi32(a, b); }
 ALWAYS_INLINE vi vi_srl(vi a, int n) { return _mm256_srli_epi32(a, n); }
 ALWAYS_INLINE vi vi_sll(vi a, int n) { return _mm256_slli_epi32(a, n); }
+typedef __m256i vmask;
+/* `bits` is broadcast whole, so that the vectors of one block share it. */
+ALWAYS_INLINE vmask vmask_of_bits(uint32_t bits, int first) {
+    vi lane_bit = vi_sll(_mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128), first);
+    return _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32((int)bits), lane_bit), lane_bit);
+}
+ALWAYS_INLINE vmask vmask_of_plane(const uint8_t *p, int bit) {
+    vi b = vi_set1(1 << bit);
+    return _mm256_cmpeq_epi32(_mm256_and_si256(vi_of_u8(p), b), b);
+}
 #endif
 
 /* Vectors per 32-element chunk, the unit every decoder produces. */
@@ -108,45 +126,52 @@ ALWAYS_INLINE void vf_set1_f16_pair(const uint8_t *p, vf *a, vf *b) {
 #endif
 }
 
-/* The values the 16 codes of a 4-bit (sub-)block decode to: q * d + m.
- * With AVX-512 they fit one register as a table, and one permute per vector
- * decodes (it reads only the low 4 bits of each index, so the low nibble
- * needs no mask); AVX2 converts the codes and applies the FMA. Either way
- * q * d is exact (4-bit times f16), so the result is rounded once. */
-typedef struct nib_map {
+/* The values the codes of a 4- or 5-bit (sub-)block decode to: q * d + m.
+ * With AVX-512 they fit one register (16 codes) or two (32) as a table, and
+ * one permute per vector decodes; AVX2 converts the codes and applies the
+ * FMA. Either way q * d is exact (5-bit times f16), so the result is
+ * rounded once. */
+typedef struct code_map {
     vf d, m;
 #if VL == 16
-    vf table;
+    vf table[2]; /* codes 0-15, 16-31 */
 #endif
-} nib_map;
+} code_map;
 
-ALWAYS_INLINE nib_map nib_map_of(vf d, vf m) {
-    nib_map f;
+ALWAYS_INLINE code_map code_map_of(vf d, vf m, bool fifth_bit) {
+    code_map f;
     f.d = d;
     f.m = m;
 #if VL == 16
     const vf iota = _mm512_set_ps(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
-    f.table = vf_fma(iota, d, m);
+    f.table[0] = vf_fma(iota, d, m);
+    f.table[1] = fifth_bit ? vf_fma(vf_add(iota, vf_set1(16.0f)), d, m) : f.table[0];
 #endif
     return f;
 }
 
-/* VL codes from bytes qs[0..VL), their low or high nibbles. */
-ALWAYS_INLINE vf nib_decode(nib_map f, const uint8_t *qs, bool high) {
+/* VL codes: the low or high nibbles of bytes qs[0..VL), plus 16 in the
+ * lanes of `fifth` unless it is NULL. The table permute reads only the low
+ * 4 bits of each index, so there the low nibble needs no mask, and the
+ * fifth bit picks the second table in a masked permute. */
+ALWAYS_INLINE vf code_decode(code_map f, const uint8_t *qs, bool high, const vmask *fifth) {
     vi q = vi_of_u8(qs);
+    if (high) q = vi_srl(q, 4);
 #if VL == 16
-    return _mm512_permutexvar_ps(high ? vi_srl(q, 4) : q, f.table);
+    vf w = _mm512_permutexvar_ps(q, f.table[0]);
+    return fifth ? _mm512_mask_permutexvar_ps(w, *fifth, q, f.table[1]) : w;
 #else
-    return vf_fma(vf_of_vi(high ? vi_srl(q, 4) : vi_and(q, vi_set1(0xf))), f.d, f.m);
+    if (!high) q = vi_and(q, vi_set1(0xf));
+    if (fifth) q = vi_or(q, vi_and(*fifth, vi_set1(16)));
+    return vf_fma(vf_of_vi(q), f.d, f.m);
 #endif
 }
 
-/* Lanes i*VL.. of a 32-code block packed in 16 bytes: elements 0-15 are the
- * low nibbles of bytes 0-15, elements 16-31 the high nibbles. */
-ALWAYS_INLINE vf nib_decode32(nib_map f, const uint8_t *qs, int i) {
-    int e = i * VL;
-    return nib_decode(f, qs + e % 16, e >= 16);
-}
+/* VL lanes of q3_k's hmask plane: bit `bit` of bytes p[0..VL), as 0 or 1. */
+ALWAYS_INLINE vi plane_bits(const uint8_t *p, int bit) { return vi_and(vi_srl(vi_of_u8(p), bit), vi_set1(1)); }
+
+/* VL 2-bit codes of q2_k / q3_k: bits 2g..2g+1 of bytes qs[0..VL). */
+ALWAYS_INLINE vi crumbs(const uint8_t *qs, int g) { return vi_and(vi_srl(vi_of_u8(qs), 2 * g), vi_set1(3)); }
 
 ALWAYS_INLINE void decode_f32(const uint8_t *row, int64_t c, vf w[NV]) {
     const float *p = (const float *)(const void *)(row + 128 * c);
@@ -164,22 +189,33 @@ ALWAYS_INLINE void decode_bf16(const uint8_t *row, int64_t c, vf w[NV]) {
     for (int i = 0; i < NV; i++) w[i] = vf_of_bits(vi_sll(vi_of_u16(row + 64 * c + 2 * i * VL), 16));
 }
 
-ALWAYS_INLINE void decode_q4_0(const uint8_t *row, int64_t c, vf w[NV]) {
-    const uint8_t *b = row + 18 * c;
-    vf d = vf_set1(quant_load_f16(b));
-    nib_map f = nib_map_of(d, vf_mul(d, vf_set1(-8.0f))); /* (q - 8) * d, exactly */
+/* The 32-element nibble formats, one block per chunk (layout as in
+ * dequant_32, quant.c). */
+ALWAYS_INLINE void decode_32(const uint8_t *row, int64_t c, bool has_min, bool fifth_bit, vf w[NV]) {
+    size_t qh_at = has_min ? 4 : 2, qs_at = qh_at + (fifth_bit ? 4 : 0);
+    const uint8_t *b = row + (qs_at + 16) * (size_t)c;
+    vf d, m;
+    if (has_min) {
+        vf_set1_f16_pair(b, &d, &m);
+    } else {
+        d = vf_set1(quant_load_f16(b));
+        m = vf_mul(d, vf_set1(fifth_bit ? -16.0f : -8.0f)); /* (q - zero) * d, exactly */
+    }
+    uint32_t qh = 0;
+    if (fifth_bit) memcpy(&qh, b + qh_at, sizeof qh);
+    code_map f = code_map_of(d, m, fifth_bit);
     UNROLL
-    for (int i = 0; i < NV; i++) w[i] = nib_decode32(f, b + 2, i);
+    for (int i = 0; i < NV; i++) {
+        int e = i * VL; /* elements 0-15: low nibbles of the 16 bytes; 16-31: high */
+        vmask hi = vmask_of_bits(qh, e);
+        w[i] = code_decode(f, b + qs_at + e % 16, e >= 16, fifth_bit ? &hi : NULL);
+    }
 }
 
-ALWAYS_INLINE void decode_q4_1(const uint8_t *row, int64_t c, vf w[NV]) {
-    const uint8_t *b = row + 20 * c;
-    vf d, m;
-    vf_set1_f16_pair(b, &d, &m);
-    nib_map f = nib_map_of(d, m);
-    UNROLL
-    for (int i = 0; i < NV; i++) w[i] = nib_decode32(f, b + 4, i);
-}
+ALWAYS_INLINE void decode_q4_0(const uint8_t *row, int64_t c, vf w[NV]) { decode_32(row, c, false, false, w); }
+ALWAYS_INLINE void decode_q4_1(const uint8_t *row, int64_t c, vf w[NV]) { decode_32(row, c, true, false, w); }
+ALWAYS_INLINE void decode_q5_0(const uint8_t *row, int64_t c, vf w[NV]) { decode_32(row, c, false, true, w); }
+ALWAYS_INLINE void decode_q5_1(const uint8_t *row, int64_t c, vf w[NV]) { decode_32(row, c, true, true, w); }
 
 ALWAYS_INLINE void decode_q8_0(const uint8_t *row, int64_t c, vf w[NV]) {
     const uint8_t *b = row + 34 * c;
@@ -188,23 +224,51 @@ ALWAYS_INLINE void decode_q8_0(const uint8_t *row, int64_t c, vf w[NV]) {
     for (int i = 0; i < NV; i++) w[i] = vf_mul(vf_of_vi(vi_of_s8(b + 2 + i * VL)), d);
 }
 
-ALWAYS_INLINE void decode_q4_k(const uint8_t *row, int64_t c, vf w[NV]) {
-    const uint8_t *b = row + 144 * (c / 8), *s = b + 4;
-    int sub = (int)(c % 8), sc, mn;
-    if (sub < 4) {
-        sc = s[sub] & 63;
-        mn = s[sub + 4] & 63;
-    } else {
-        sc = (s[sub + 4] & 0xf) | ((s[sub - 4] >> 6) << 4);
-        mn = (s[sub + 4] >> 4) | ((s[sub] >> 6) << 4);
+/* In q2_k and q3_k chunk c is sub-block c % 8 = 4h + g of block c / 8: bits
+ * 2g..2g+1 of code bytes 32h..32h+31, and two scales of 16 elements. */
+ALWAYS_INLINE void decode_q2_k(const uint8_t *row, int64_t c, vf w[NV]) {
+    const uint8_t *b = row + 84 * (c / 8);
+    int sub = (int)(c % 8);
+    float d = quant_load_f16(b + 80), dmin = quant_load_f16(b + 82);
+    UNROLL
+    for (int i = 0; i < NV; i++) {
+        int s = b[2 * sub + i * VL / 16];
+        vf q = vf_of_vi(crumbs(b + 16 + 32 * (sub / 4) + i * VL, sub % 4));
+        w[i] = vf_fma(q, vf_set1(d * (float)(s & 0xf)), vf_set1(-dmin * (float)(s >> 4)));
     }
+}
+
+ALWAYS_INLINE void decode_q3_k(const uint8_t *row, int64_t c, vf w[NV]) {
+    const uint8_t *b = row + 110 * (c / 8);
+    int sub = (int)(c % 8);
+    float d = quant_load_f16(b + 108);
+    UNROLL
+    for (int i = 0; i < NV; i++) {
+        vi lo = crumbs(b + 32 + 32 * (sub / 4) + i * VL, sub % 4);
+        vi q = vi_sub(vi_or(lo, vi_sll(plane_bits(b + i * VL, sub), 2)), vi_set1(4));
+        w[i] = vf_mul(vf_of_vi(q), vf_set1(d * (float)quant_q3_k_scale(b + 96, 2 * sub + i * VL / 16)));
+    }
+}
+
+/* q4_k, and q5_k with its qh plane (layout as in dequant_k, quant.c). */
+ALWAYS_INLINE void decode_k(const uint8_t *row, int64_t c, bool fifth_bit, vf w[NV]) {
+    size_t qs_at = fifth_bit ? 48 : 16;
+    const uint8_t *b = row + (qs_at + 128) * (size_t)(c / 8);
+    int sub = (int)(c % 8), sc, mn;
+    quant_k_scale_min(b + 4, sub, &sc, &mn);
     vf d, dmin;
     vf_set1_f16_pair(b, &d, &dmin);
-    nib_map f = nib_map_of(vf_mul(d, vf_set1((float)sc)), vf_mul(dmin, vf_set1((float)-mn)));
-    const uint8_t *qs = b + 16 + 32 * (sub / 2);
+    code_map f = code_map_of(vf_mul(d, vf_set1((float)sc)), vf_mul(dmin, vf_set1((float)-mn)), fifth_bit);
+    const uint8_t *qs = b + qs_at + 32 * (sub / 2);
     UNROLL
-    for (int i = 0; i < NV; i++) w[i] = nib_decode(f, qs + i * VL, sub & 1);
+    for (int i = 0; i < NV; i++) {
+        vmask hi = vmask_of_plane(b + 16 + i * VL, sub);
+        w[i] = code_decode(f, qs + i * VL, sub & 1, fifth_bit ? &hi : NULL);
+    }
 }
+
+ALWAYS_INLINE void decode_q4_k(const uint8_t *row, int64_t c, vf w[NV]) { decode_k(row, c, false, w); }
+ALWAYS_INLINE void decode_q5_k(const uint8_t *row, int64_t c, vf w[NV]) { decode_k(row, c, true, w); }
 
 ALWAYS_INLINE void decode_q6_k(const uint8_t *row, int64_t c, vf w[NV]) {
     const uint8_t *b = row + 210 * (c / 8);
@@ -293,8 +357,13 @@ QUANT_SIMD_KERNELS(bf16, FASA_TYPE_BF16, 2)
 /* For block formats `elem_bytes` is never used (tail is 0). */
 QUANT_SIMD_KERNELS(q4_0, FASA_TYPE_Q4_0, 0)
 QUANT_SIMD_KERNELS(q4_1, FASA_TYPE_Q4_1, 0)
+QUANT_SIMD_KERNELS(q5_0, FASA_TYPE_Q5_0, 0)
+QUANT_SIMD_KERNELS(q5_1, FASA_TYPE_Q5_1, 0)
 QUANT_SIMD_KERNELS(q8_0, FASA_TYPE_Q8_0, 0)
+QUANT_SIMD_KERNELS(q2_k, FASA_TYPE_Q2_K, 0)
+QUANT_SIMD_KERNELS(q3_k, FASA_TYPE_Q3_K, 0)
 QUANT_SIMD_KERNELS(q4_k, FASA_TYPE_Q4_K, 0)
+QUANT_SIMD_KERNELS(q5_k, FASA_TYPE_Q5_K, 0)
 QUANT_SIMD_KERNELS(q6_k, FASA_TYPE_Q6_K, 0)
 
 /* ---- prefill: panel packing and microkernel ------------------------------ */
@@ -426,8 +495,13 @@ QUANT_SCALAR_KERNELS(f16, FASA_TYPE_F16)
 QUANT_SCALAR_KERNELS(bf16, FASA_TYPE_BF16)
 QUANT_SCALAR_KERNELS(q4_0, FASA_TYPE_Q4_0)
 QUANT_SCALAR_KERNELS(q4_1, FASA_TYPE_Q4_1)
+QUANT_SCALAR_KERNELS(q5_0, FASA_TYPE_Q5_0)
+QUANT_SCALAR_KERNELS(q5_1, FASA_TYPE_Q5_1)
 QUANT_SCALAR_KERNELS(q8_0, FASA_TYPE_Q8_0)
+QUANT_SCALAR_KERNELS(q2_k, FASA_TYPE_Q2_K)
+QUANT_SCALAR_KERNELS(q3_k, FASA_TYPE_Q3_K)
 QUANT_SCALAR_KERNELS(q4_k, FASA_TYPE_Q4_K)
+QUANT_SCALAR_KERNELS(q5_k, FASA_TYPE_Q5_K)
 QUANT_SCALAR_KERNELS(q6_k, FASA_TYPE_Q6_K)
 
 void quant_pack_panel(const float *rows, int64_t ld, int64_t kc, float *wp) {

@@ -169,10 +169,10 @@ static size_t gpt2_word(const uint8_t *s, size_t pos, size_t end) {
     return space_run(s, pos, end);
 }
 
-/* Llama 3:
- *   (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|
+/* Llama 3 (max_digits 3) and Qwen2 (max_digits 1):
+ *   (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,max_digits}|
  *    ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+ */
-static size_t llama3_word(const uint8_t *s, size_t pos, size_t end) {
+static size_t llama3_like_word(const uint8_t *s, size_t pos, size_t end, int max_digits) {
     tok_char c = char_at(s, pos, end);
     size_t p1 = pos + c.len;
     bool newline = c.cp == '\r' || c.cp == '\n';
@@ -187,7 +187,7 @@ static size_t llama3_word(const uint8_t *s, size_t pos, size_t end) {
         return run_class(s, p1 + n.len, end, CH_LETTER, NULL);
     if (c.cls == CH_NUMBER) {
         size_t q = p1;
-        for (int k = 1; k < 3; k++) {
+        for (int k = 1; k < max_digits; k++) {
             tok_char d = char_at(s, q, end);
             if (d.cls != CH_NUMBER) break;
             q += d.len;
@@ -212,6 +212,9 @@ static size_t llama3_word(const uint8_t *s, size_t pos, size_t end) {
     return nl_end ? nl_end : space_run(s, pos, end);
 }
 
+static size_t llama3_word(const uint8_t *s, size_t pos, size_t end) { return llama3_like_word(s, pos, end, 3); }
+static size_t qwen2_word(const uint8_t *s, size_t pos, size_t end) { return llama3_like_word(s, pos, end, 1); }
+
 typedef size_t (*word_end_fn)(const uint8_t *s, size_t pos, size_t end);
 
 static fasa_status split_words(word_end_fn word_end, const uint8_t *s, size_t start, size_t end,
@@ -229,6 +232,7 @@ fasa_status tokenizer_pretokenize(tok_pre pre, const char *text, size_t len, tok
                                   void *ctx) {
     const uint8_t *s = (const uint8_t *)text;
     if (pre == TOK_PRE_LLAMA3) return split_words(llama3_word, s, 0, len, word, ctx);
+    if (pre == TOK_PRE_QWEN2) return split_words(qwen2_word, s, 0, len, word, ctx);
     if (pre == TOK_PRE_GPT2) return split_words(gpt2_word, s, 0, len, word, ctx);
     /* SmolLM: every numeric character is a word of its own, and the GPT-2
      * regex runs on the stretches between them (so " 42" loses its space to
@@ -321,7 +325,8 @@ static fasa_status read_pre(fasa_tokenizer *t, const gguf_file *g) {
         tok_pre pre;
     } known[] = {{"default", TOK_PRE_GPT2},    {"gpt2", TOK_PRE_GPT2},
                  {"", TOK_PRE_GPT2},           {"smollm", TOK_PRE_SMOLLM},
-                 {"llama-bpe", TOK_PRE_LLAMA3}, {"llama3", TOK_PRE_LLAMA3}};
+                 {"llama-bpe", TOK_PRE_LLAMA3}, {"llama3", TOK_PRE_LLAMA3},
+                 {"qwen2", TOK_PRE_QWEN2}};
     t->pre = TOK_PRE_GPT2;
     if (!gguf_find_kv(g, "tokenizer.ggml.pre")) return FASA_OK;
     gguf_str name;
@@ -332,12 +337,14 @@ static fasa_status read_pre(fasa_tokenizer *t, const gguf_file *g) {
             t->pre = known[i].pre;
             /* Llama 3's tokenizer looks a word up whole before merging. */
             t->ignore_merges = t->pre == TOK_PRE_LLAMA3;
+            /* Qwen2's normalises text to NFC first. */
+            t->nfc = t->pre == TOK_PRE_QWEN2;
             return FASA_OK;
         }
     }
     return fasa_error(FASA_E_UNSUPPORTED,
                       "tokenizer.ggml.pre is '%.*s', a pre-tokenizer this build does not know "
-                      "(supported: default, gpt2, smollm, llama-bpe, llama3)",
+                      "(supported: default, gpt2, smollm, llama-bpe, llama3, qwen2)",
                       (int)(name.len > 64 ? 64 : name.len), name.data);
 }
 
@@ -442,11 +449,26 @@ static fasa_status bpe_word(void *ctx, size_t start, size_t end) {
     return FASA_OK;
 }
 
-fasa_status tokenizer_bpe_encode(tok_encoder *e, const char *text, size_t len) {
+static fasa_status bpe_encode_raw(tok_encoder *e, const char *text, size_t len) {
     if (!e->cache && len >= CACHE_MIN_TEXT) {
         e->cache = fasa_calloc(CACHE_ENTRIES, sizeof *e->cache, "word cache");
         if (!e->cache) return FASA_E_NOMEM;
     }
     bpe_text bt = {e, (const uint8_t *)text};
     return tokenizer_pretokenize(e->t->pre, text, len, bpe_word, &bt);
+}
+
+/* NFC composes only non-ASCII characters, so ASCII text skips it. Text that
+ * is not valid UTF-8 has no normal form and is tokenized as it is. */
+fasa_status tokenizer_bpe_encode(tok_encoder *e, const char *text, size_t len) {
+    size_t i = 0;
+    while (e->t->nfc && i < len && (uint8_t)text[i] < 0x80) i++;
+    if (!e->t->nfc || i == len) return bpe_encode_raw(e, text, len);
+    utf8proc_uint8_t *nfc = NULL;
+    const utf8proc_ssize_t n = utf8proc_map((const utf8proc_uint8_t *)text, (utf8proc_ssize_t)len, &nfc,
+                                            UTF8PROC_STABLE | UTF8PROC_COMPOSE);
+    if (n == UTF8PROC_ERROR_NOMEM) return fasa_error(FASA_E_NOMEM, "out of memory normalising text to NFC");
+    fasa_status st = n < 0 ? bpe_encode_raw(e, text, len) : bpe_encode_raw(e, (const char *)nfc, (size_t)n);
+    free(nfc);
+    return st;
 }

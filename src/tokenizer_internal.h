@@ -27,6 +27,7 @@ typedef enum tok_pre {
     TOK_PRE_GPT2,   /* GPT-2's regex */
     TOK_PRE_SMOLLM, /* every numeric character alone, then GPT-2's regex */
     TOK_PRE_LLAMA3, /* Llama 3's regex: case-insensitive contractions, digits in threes */
+    TOK_PRE_QWEN2,  /* Llama 3's regex with every digit alone, on NFC-normalised text */
 } tok_pre;
 
 /* One entry of the merge table: the pair (left id, right id) packed in `key`. */
@@ -60,6 +61,7 @@ struct fasa_tokenizer {
     tok_merge *merge_slots;
     uint32_t merge_mask;
     bool ignore_merges; /* a word found whole in the vocabulary is one token */
+    bool nfc;           /* normalise text to Unicode NFC before splitting it */
 
     /* BPE: the token of each byte's mapped character. SPM: the <0xXX> token.
      * Where the vocabulary lacks it, the unknown token, else -1 (dropped). */

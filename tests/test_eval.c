@@ -224,15 +224,17 @@ static void test_results_file(void **state) {
     assert_string_not_equal(key, key3);
     assert_string_not_equal(key, key4);
 
-    /* A killed run leaves half a line: it is skipped, and the next line starts fresh. */
+    /* A write cut short leaves half a line: open removes it from the file,
+     * and the next line starts on a line of its own. */
     snprintf(path, sizeof path, "%s/results.jsonl", dir);
     FILE *f = fopen(path, "a");
     assert_non_null(f);
     fputs("{\"task\":\"ppl\",\"cell\":\"half", f);
     fclose(f);
     assert_int_equal(eval_results_open(dir, &r), FASA_OK);
+    assert_true(eval_results_dropped_partial(r));
     assert_int_equal(eval_results_count(r), 1);
-    assert_int_equal(eval_results_bad_lines(r), 1);
+    assert_int_equal(eval_results_bad_lines(r), 0);
     assert_true(eval_results_has(r, key));
     assert_false(eval_results_has(r, key2));
     o = eval_cell_json(&cell);
@@ -241,12 +243,23 @@ static void test_results_file(void **state) {
     cJSON *arr;
     int32_t bad;
     assert_int_equal(eval_results_read(path, &arr, &bad), FASA_OK);
-    assert_int_equal(bad, 1);
+    assert_int_equal(bad, 0);
     assert_int_equal(cJSON_GetArraySize(arr), 2);
     const cJSON *second = cJSON_GetArrayItem(arr, 1);
     assert_string_equal(cJSON_GetObjectItem(second, "cell")->valuestring, key2);
     assert_string_equal(cJSON_GetObjectItem(second, "label")->valuestring, "stream");
     cJSON_Delete(arr);
+
+    /* A whole line that does not parse (edited by hand) is counted and skipped. */
+    f = fopen(path, "a");
+    assert_non_null(f);
+    fputs("not a result\n", f);
+    fclose(f);
+    assert_int_equal(eval_results_open(dir, &r), FASA_OK);
+    assert_false(eval_results_dropped_partial(r));
+    assert_int_equal(eval_results_count(r), 2);
+    assert_int_equal(eval_results_bad_lines(r), 1);
+    eval_results_close(r);
     scratch_remove();
 }
 

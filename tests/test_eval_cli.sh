@@ -16,8 +16,8 @@ E=("$FASA" eval ppl -m "$MODEL" --text "$tmp/text.txt" --out "$tmp/e" -t 1)
 
 expect_ok "eval --help" "$FASA" eval --help
 grep -q "usage: fasa eval TASK" "$tmp/out" && ok || bad "eval --help lacks usage"
-expect_error "no task" "name a task: ppl, needle, gen or ca" "$FASA" eval
-expect_error "unknown task" "unknown task 'bogus'" "$FASA" eval bogus
+expect_error "no task" "name a task: ppl, needle, gen, ca or qa" "$FASA" eval
+expect_error "unknown task" "unknown task 'bogus' \(known: ppl, needle, gen, ca, qa\)" "$FASA" eval bogus
 expect_error "unknown method" "unknown method 'bogus' \(known: full, fasa" "${E[@]}" --attn full,bogus
 expect_error "budget 0" "--budget: expected a comma list of integers in \[1, " "${E[@]}" --attn stream --budget 0
 expect_error "bad budget list" "--budget" "${E[@]}" --attn stream --budget 64,x

@@ -32,6 +32,7 @@ typedef struct tiny_opts {
     const char *drop_tensor;  /* tensor to leave out */
     const char *bad_shape;    /* tensor whose rows get one extra */
     uint32_t head_count;      /* default T_HEADS */
+    const char *extra_vector; /* an extra [T_EMBD] tensor no part of the model reads */
 } tiny_opts;
 
 typedef struct tiny_tensor {
@@ -54,6 +55,7 @@ static int tiny_tensors(const tiny_opts *o, tiny_tensor *t) {
     } while (0)
     ADD("token_embd.weight", T_EMBD, T_VOCAB, 2);
     ADD("output_norm.weight", T_EMBD, 1, 1);
+    if (o->extra_vector) ADD(o->extra_vector, T_EMBD, 1, 1);
     for (int l = 0; l < T_LAYERS; l++) {
         char nm[64];
         static const struct {
@@ -188,7 +190,11 @@ static void test_tiny_loads_and_runs(void **state) {
 static void test_tiny_bad_variants(void **state) {
     expect_load_error(&(tiny_opts){.drop_key = "llama.block_count"}, FASA_E_FORMAT, "llama.block_count");
     expect_load_error(&(tiny_opts){.drop_key = "llama.embedding_length"}, FASA_E_FORMAT, "llama.embedding_length");
-    expect_load_error(&(tiny_opts){.arch = "qwen2"}, FASA_E_UNSUPPORTED, "'qwen2' is not supported");
+    expect_load_error(&(tiny_opts){.arch = "gptneox"}, FASA_E_UNSUPPORTED,
+                      "'gptneox' is not supported (supported: llama, qwen2)");
+    /* A qwen2 file relabelled as llama: its biases would be silently skipped. */
+    expect_load_error(&(tiny_opts){.extra_vector = "blk.0.attn_q.bias"}, FASA_E_UNSUPPORTED,
+                      "tensor 'blk.0.attn_q.bias' is not part of a 'llama' model");
     expect_load_error(&(tiny_opts){.drop_tensor = "blk.1.ffn_up.weight"}, FASA_E_FORMAT,
                       "'blk.1.ffn_up.weight' is missing");
     expect_load_error(&(tiny_opts){.drop_tensor = "output_norm.weight"}, FASA_E_FORMAT,

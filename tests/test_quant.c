@@ -1,6 +1,7 @@
 /* Block formats and their kernels, checked against decoders written here
  * from the format descriptions (not the library's scalar path), against
- * float64 references, and against rows of the real model. */
+ * float64 references, against blocks decoded by the PyPI `gguf` package,
+ * and against rows of the real model. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -76,13 +77,23 @@ typedef struct test_format {
 static const test_format formats[] = {
     {FASA_TYPE_F32, "f32", 1, 4},        {FASA_TYPE_F16, "f16", 1, 2},
     {FASA_TYPE_BF16, "bf16", 1, 2},      {FASA_TYPE_Q4_0, "q4_0", 32, 18},
-    {FASA_TYPE_Q4_1, "q4_1", 32, 20},    {FASA_TYPE_Q8_0, "q8_0", 32, 34},
-    {FASA_TYPE_Q4_K, "q4_k", 256, 144},  {FASA_TYPE_Q6_K, "q6_k", 256, 210},
+    {FASA_TYPE_Q4_1, "q4_1", 32, 20},    {FASA_TYPE_Q5_0, "q5_0", 32, 22},
+    {FASA_TYPE_Q5_1, "q5_1", 32, 24},    {FASA_TYPE_Q8_0, "q8_0", 32, 34},
+    {FASA_TYPE_Q2_K, "q2_k", 256, 84},   {FASA_TYPE_Q3_K, "q3_k", 256, 110},
+    {FASA_TYPE_Q4_K, "q4_k", 256, 144},  {FASA_TYPE_Q5_K, "q5_k", 256, 176},
+    {FASA_TYPE_Q6_K, "q6_k", 256, 210},
 };
 #define N_FORMATS (sizeof formats / sizeof formats[0])
 
 /* Random bytes for a row of n elements; scale fields get sane finite halfs
  * (random bytes there would make NaNs and infinities). */
+static const test_format *format_of(uint32_t type) {
+    for (size_t i = 0; i < N_FORMATS; i++)
+        if (formats[i].type == type) return &formats[i];
+    fail_msg("type %u is not in the test's format list", type);
+    return NULL;
+}
+
 static uint8_t *make_row(const test_format *f, int64_t n, uint64_t *s) {
     size_t nb = (size_t)(n / f->block_size), bytes = nb * f->block_bytes;
     uint8_t *row = malloc(bytes);
@@ -99,16 +110,54 @@ static uint8_t *make_row(const test_format *f, int64_t n, uint64_t *s) {
         case FASA_TYPE_F16: put_half(blk, rng_half(s)); break;
         case FASA_TYPE_BF16: put_half(blk, (uint16_t)(float_bits(rng_uniform(s) * 4.0f) >> 16)); break;
         case FASA_TYPE_Q4_0:
+        case FASA_TYPE_Q5_0:
         case FASA_TYPE_Q8_0: put_half(blk, rng_half(s)); break;
         case FASA_TYPE_Q4_1:
+        case FASA_TYPE_Q5_1:
         case FASA_TYPE_Q4_K:
+        case FASA_TYPE_Q5_K:
             put_half(blk, rng_half(s));
             put_half(blk + 2, rng_half(s));
             break;
+        case FASA_TYPE_Q2_K:
+            put_half(blk + 80, rng_half(s));
+            put_half(blk + 82, rng_half(s));
+            break;
+        case FASA_TYPE_Q3_K: put_half(blk + 108, rng_half(s)); break;
         case FASA_TYPE_Q6_K: put_half(blk + 208, rng_half(s)); break;
         }
     }
     return row;
+}
+
+/* Sub-block j (< 8) of q4_k / q5_k: 6-bit scale and min from the 12 bytes
+ * at sc. j < 4: low 6 bits of bytes j and j+4. j >= 4: nibbles of byte
+ * j+4 (scale low, min high) plus bits 6-7 of bytes j-4 (scale) and j (min)
+ * on top. */
+static void spec_k_scale_min(const uint8_t *sc, int j, int *scale, int *min) {
+    if (j < 4) {
+        *scale = sc[j] % 64;
+        *min = sc[j + 4] % 64;
+    } else {
+        *scale = sc[j + 4] % 16 + (sc[j - 4] / 64) * 16;
+        *min = sc[j + 4] / 16 + (sc[j] / 64) * 16;
+    }
+}
+
+/* Element i (< 32) of q5_0 / q5_1: nibble from the 16 bytes at qs (low
+ * nibbles first), fifth bit i of the 4 bytes at qh read as one
+ * little-endian 32-bit word, i.e. bit i % 8 of byte i / 8. */
+static int spec_q5_code(const uint8_t *qh, const uint8_t *qs, int i) {
+    int nibble = i < 16 ? qs[i] % 16 : qs[i - 16] / 16;
+    return nibble + 16 * ((qh[i / 8] >> (i % 8)) % 2);
+}
+
+/* The 2-bit code of element i (< 256) of q2_k / q3_k: the 256 elements are
+ * two halves of 128; in a half, element 32g + l is bits 2g, 2g+1 of byte
+ * 32 * half + l of the 64 code bytes at qs. */
+static int spec_crumb(const uint8_t *qs, int i) {
+    int half = i / 128, g = (i % 128) / 32, l = i % 32;
+    return (qs[32 * half + l] >> (2 * g)) % 4;
 }
 
 /* Element i of a block, in double, straight from the format description. */
@@ -130,21 +179,38 @@ static double spec_element(uint32_t type, const uint8_t *b, int i) {
         return q * half_value(get_u16(b)) + half_value(get_u16(b + 2));
     }
     case FASA_TYPE_Q8_0: return (int8_t)b[2 + i] * half_value(get_u16(b));
-    case FASA_TYPE_Q4_K: {
-        /* Sub-block j of 32: 6-bit scale and min. j < 4: low 6 bits of
-         * bytes j and j+4. j >= 4: nibbles of byte j+4 (scale low, min
-         * high) plus bits 6-7 of bytes j-4 (scale) and j (min) on top. */
-        const uint8_t *sc = b + 4;
+    case FASA_TYPE_Q5_0: return (spec_q5_code(b + 2, b + 6, i) - 16) * half_value(get_u16(b));
+    case FASA_TYPE_Q5_1:
+        return spec_q5_code(b + 4, b + 8, i) * half_value(get_u16(b)) + half_value(get_u16(b + 2));
+    case FASA_TYPE_Q2_K: {
+        /* 16 scale bytes first, one per 16 elements: scale in the low
+         * nibble, min in the high one; then 64 code bytes, d, dmin. */
+        int s = b[i / 16];
+        return half_value(get_u16(b + 80)) * (s % 16) * spec_crumb(b + 16, i) -
+               half_value(get_u16(b + 82)) * (s / 16);
+    }
+    case FASA_TYPE_Q3_K: {
+        /* 32 hmask bytes (bit i / 32 of byte i % 32 set: no -4 offset), 64
+         * code bytes, 12 scale bytes, d. Scale j = i / 16 (6 bits, stored
+         * + 32): low 4 bits in byte j % 8, low nibble for j < 8, high
+         * nibble otherwise; high 2 bits at bits 2 (j / 4) of byte 8 + j % 4. */
+        int j = i / 16;
+        int lo = j < 8 ? b[96 + j] % 16 : b[96 + j - 8] / 16;
+        int hi = (b[104 + j % 4] >> (2 * (j / 4))) % 4;
+        int q = spec_crumb(b + 32, i) - ((b[i % 32] >> (i / 32)) % 2 ? 0 : 4);
+        return half_value(get_u16(b + 108)) * (lo + 16 * hi - 32) * q;
+    }
+    case FASA_TYPE_Q4_K:
+    case FASA_TYPE_Q5_K: {
+        /* d, dmin, 12 scale bytes, [q5_k: 32 qh bytes], 128 nibble bytes.
+         * Sub-block j of 32 takes nibble bytes 32 (j / 2) .. +31, low
+         * nibbles for even j; q5_k adds bit j of qh byte i % 32 as 16. */
         int j = i / 32, scale, min;
-        if (j < 4) {
-            scale = sc[j] % 64;
-            min = sc[j + 4] % 64;
-        } else {
-            scale = sc[j + 4] % 16 + (sc[j - 4] / 64) * 16;
-            min = sc[j + 4] / 16 + (sc[j] / 64) * 16;
-        }
-        int byte = b[16 + 32 * (j / 2) + i % 32];
+        spec_k_scale_min(b + 4, j, &scale, &min);
+        bool q5 = type == FASA_TYPE_Q5_K;
+        int byte = b[(q5 ? 48 : 16) + 32 * (j / 2) + i % 32];
         int q = j % 2 ? byte / 16 : byte % 16;
+        if (q5) q += 16 * ((b[16 + i % 32] >> j) % 2);
         return half_value(get_u16(b)) * scale * q - half_value(get_u16(b + 2)) * min;
     }
     case FASA_TYPE_Q6_K: {
@@ -179,7 +245,7 @@ static void test_traits(void **state) {
         assert_int_equal(t->block_size, formats[i].block_size);
         assert_int_equal(t->block_bytes, formats[i].block_bytes);
     }
-    const uint32_t unsupported[] = {4, 5, 6, 7, 9, 10, 11, 13, 15, 16, 20, 29, 31, 39, 1000, UINT32_MAX};
+    const uint32_t unsupported[] = {4, 5, 9, 15, 16, 20, 23, 29, 31, 34, 39, 41, 1000, UINT32_MAX};
     for (size_t i = 0; i < sizeof unsupported / sizeof unsupported[0]; i++) {
         assert_null(quant_traits_of(unsupported[i]));
         assert_int_equal(quant_row_bytes(unsupported[i], 256), 0);
@@ -188,6 +254,13 @@ static void test_traits(void **state) {
     assert_int_equal(quant_row_bytes(FASA_TYPE_Q8_0, 576), 612);
     assert_int_equal(quant_row_bytes(FASA_TYPE_Q4_K, 512), 288);
     assert_int_equal(quant_row_bytes(FASA_TYPE_Q6_K, 256), 210);
+    assert_int_equal(quant_row_bytes(FASA_TYPE_Q5_0, 576), 396);
+    assert_int_equal(quant_row_bytes(FASA_TYPE_Q5_1, 576), 432);
+    assert_int_equal(quant_row_bytes(FASA_TYPE_Q2_K, 512), 168);
+    assert_int_equal(quant_row_bytes(FASA_TYPE_Q3_K, 256), 110);
+    assert_int_equal(quant_row_bytes(FASA_TYPE_Q5_K, 1536), 1056);
+    assert_int_equal(quant_row_bytes(FASA_TYPE_Q5_1, 80), 0);
+    assert_int_equal(quant_row_bytes(FASA_TYPE_Q3_K, 288), 0);
     assert_int_equal(quant_row_bytes(FASA_TYPE_F16, 7), 14);
     assert_int_equal(quant_row_bytes(FASA_TYPE_Q4_1, 33), 0);
     assert_int_equal(quant_row_bytes(FASA_TYPE_Q4_0, 48), 0);
@@ -196,6 +269,37 @@ static void test_traits(void **state) {
     assert_int_equal(quant_row_bytes(FASA_TYPE_Q8_0, -32), 0);
     /* 2^63 - 1 elements of 4 bytes do not fit in a 64-bit size_t. */
     assert_int_equal(quant_row_bytes(FASA_TYPE_F32, INT64_MAX), 0);
+}
+
+/* ggml's numbering; the gaps are retired or never-used ids. */
+static void test_type_names(void **state) {
+    (void)state;
+    static const char *const names[] = {
+        [0] = "f32",     [1] = "f16",      [2] = "q4_0",   [3] = "q4_1",    [6] = "q5_0",
+        [7] = "q5_1",    [8] = "q8_0",     [9] = "q8_1",   [10] = "q2_k",   [11] = "q3_k",
+        [12] = "q4_k",   [13] = "q5_k",    [14] = "q6_k",  [15] = "q8_k",   [16] = "iq2_xxs",
+        [17] = "iq2_xs", [18] = "iq3_xxs", [19] = "iq1_s", [20] = "iq4_nl", [21] = "iq3_s",
+        [22] = "iq2_s",  [23] = "iq4_xs",  [24] = "i8",    [25] = "i16",    [26] = "i32",
+        [27] = "i64",    [28] = "f64",     [29] = "iq1_m", [30] = "bf16",   [34] = "tq1_0",
+        [35] = "tq2_0",  [39] = "mxfp4",   [40] = "nvfp4", [41] = "q1_0",
+    };
+    const uint32_t n_names = sizeof names / sizeof names[0];
+    for (uint32_t id = 0; id < n_names + 8; id++) {
+        const char *got = quant_type_name(id), *want = id < n_names ? names[id] : NULL;
+        if (want)
+            assert_string_equal(got, want);
+        else
+            assert_null(got);
+        /* A supported type's traits carry the same name. */
+        if (quant_traits_of(id)) assert_string_equal(quant_traits_of(id)->name, got);
+    }
+    assert_null(quant_type_name(UINT32_MAX));
+    /* Every format the test knows, in id order, and nothing else. */
+    assert_string_equal(quant_supported_names(),
+                        "f32, f16, q4_0, q4_1, q5_0, q5_1, q8_0, q2_k, q3_k, q4_k, q5_k, q6_k, bf16");
+    size_t n_supported = 0;
+    for (uint32_t id = 0; id < 64; id++) n_supported += quant_traits_of(id) != NULL;
+    assert_int_equal(n_supported, N_FORMATS);
 }
 
 static void test_bad_arguments_are_loud(void **state) {
@@ -438,16 +542,92 @@ static void test_matmul(void **state) {
 static void test_matmul_long_rows(void **state) {
     (void)state;
     uint64_t s = 4;
-    const uint32_t types[] = {FASA_TYPE_Q4_1, FASA_TYPE_Q8_0, FASA_TYPE_Q4_K, FASA_TYPE_F16};
+    const uint32_t types[] = {FASA_TYPE_Q4_1, FASA_TYPE_Q5_0, FASA_TYPE_Q5_1, FASA_TYPE_Q8_0, FASA_TYPE_Q2_K,
+                              FASA_TYPE_Q3_K, FASA_TYPE_Q4_K, FASA_TYPE_Q5_K, FASA_TYPE_F16};
     for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
-        const test_format *f = NULL;
-        for (size_t fi = 0; fi < N_FORMATS; fi++)
-            if (formats[fi].type == types[i]) f = &formats[fi];
-        assert_non_null(f);
+        const test_format *f = format_of(types[i]);
         int64_t cols = f->block_size == 256 ? 2304 : f->block_size == 32 ? 2624 : 2061;
         check_matmul(f, 33, cols, 13, 2, &s);
         check_matmul(f, 5, cols, 1, 1, &s);
     }
+}
+
+/* ---- blocks decoded by the PyPI gguf package ------------------------------ */
+
+static uint32_t get_u32(const uint8_t *p) { return (uint32_t)get_u16(p) | (uint32_t)get_u16(p + 2) << 16; }
+
+/* One format's golden blocks: as a row (dequantize, scalar dequantize,
+ * dot) and as a matrix of one block per row (matmul on the decode and the
+ * prefill path), all against gguf's values. Each value is one rounding of
+ * an exact expression in both decoders (see quant.c), so dequantization
+ * must agree exactly; == also lets a zero's sign differ, which the order
+ * of gguf's operations may decide otherwise. */
+static void check_golden_blocks(const test_format *f, const uint8_t *blocks, const float *want, int64_t nb) {
+    int64_t n = nb * f->block_size;
+    const int64_t n_tok = 7;
+    float *got = malloc((size_t)n * sizeof *got), *ref = malloc((size_t)n * sizeof *ref);
+    float *x = malloc((size_t)(n_tok * f->block_size) * sizeof *x), *y = malloc((size_t)(n_tok * nb) * sizeof *y);
+    assert_true(got && ref && x && y);
+    quant_dequant_row(f->type, blocks, got, n);
+    quant_dequant_ref(f->type, blocks, ref, n);
+    for (int64_t i = 0; i < n; i++)
+        if (got[i] != want[i] || ref[i] != want[i])
+            fail_msg("%s golden element %lld: kernel %.9g, scalar %.9g, gguf %.9g", f->name, (long long)i,
+                     (double)got[i], (double)ref[i], (double)want[i]);
+    uint64_t s = 5;
+    for (int64_t i = 0; i < n_tok * f->block_size; i++) x[i] = rng_uniform(&s);
+    for (int64_t t = 1; t <= n_tok; t += n_tok - 1) { /* 1: decode; n_tok: prefill tiles */
+        quant_matmul(f->type, blocks, nb, f->block_size, x, t, y, 1);
+        for (int64_t j = 0; j < t * nb; j++) {
+            const float *w = want + (j % nb) * f->block_size, *xt = x + (j / nb) * f->block_size;
+            double dot = 0, mag = 0;
+            for (int64_t c = 0; c < f->block_size; c++) {
+                dot += (double)w[c] * xt[c];
+                mag += fabs((double)w[c] * xt[c]);
+            }
+            if (!(fabs(y[j] - dot) <= 1e-5 * mag + 1e-30))
+                fail_msg("%s golden matmul n_tok %lld: y[%lld] = %.9g, want %.9g", f->name, (long long)t,
+                         (long long)j, (double)y[j], dot);
+        }
+    }
+    free(got);
+    free(ref);
+    free(x);
+    free(y);
+}
+
+/* tests/golden/quant_blocks.bin (tests/reference/make_quant_golden.py):
+ * "fasaqgb1", then per format u32 type, u32 block count, the blocks and
+ * their float32 values from gguf.quants.dequantize. */
+static void test_gguf_golden_blocks(void **state) {
+    (void)state;
+    const char *path = FASA_TEST_DIR "/golden/quant_blocks.bin";
+    FILE *fp = fopen(path, "rb");
+    if (!fp) fail_msg("cannot open %s", path);
+    char magic[8];
+    assert_int_equal(fread(magic, 1, sizeof magic, fp), sizeof magic);
+    assert_memory_equal(magic, "fasaqgb1", sizeof magic);
+    const uint32_t expected[] = {FASA_TYPE_Q5_0, FASA_TYPE_Q5_1, FASA_TYPE_Q2_K, FASA_TYPE_Q3_K, FASA_TYPE_Q5_K};
+    size_t seen = 0;
+    uint8_t head[8];
+    while (fread(head, 1, sizeof head, fp) == sizeof head) {
+        const test_format *f = format_of(get_u32(head));
+        int64_t nb = get_u32(head + 4);
+        assert_true(seen < 5 && f->type == expected[seen] && nb > 0 && nb <= 64);
+        size_t bytes = (size_t)nb * f->block_bytes, n = (size_t)(nb * f->block_size);
+        uint8_t *blocks = malloc(bytes);
+        float *want = malloc(n * sizeof *want); /* the file's floats are little-endian, as is the host */
+        assert_true(blocks && want);
+        assert_int_equal(fread(blocks, 1, bytes, fp), bytes);
+        assert_int_equal(fread(want, sizeof *want, n, fp), n);
+        check_golden_blocks(f, blocks, want, nb);
+        free(blocks);
+        free(want);
+        seen++;
+    }
+    assert_true(feof(fp));
+    assert_int_equal(seen, 5);
+    fclose(fp);
 }
 
 /* ---- the real model ------------------------------------------------------ */
@@ -509,6 +689,7 @@ int main(void) {
     printf("quant kernels: %s\n", quant_simd_isa());
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_traits),
+        cmocka_unit_test(test_type_names),
         cmocka_unit_test(test_bad_arguments_are_loud),
         cmocka_unit_test(test_f16_to_f32_all),
         cmocka_unit_test(test_f32_to_f16_scalar),
@@ -518,6 +699,7 @@ int main(void) {
         cmocka_unit_test(test_dot),
         cmocka_unit_test(test_matmul),
         cmocka_unit_test(test_matmul_long_rows),
+        cmocka_unit_test(test_gguf_golden_blocks),
         cmocka_unit_test(test_model_rows),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

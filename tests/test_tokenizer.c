@@ -4,7 +4,9 @@
  *   golden/tokens_smollm2.tsv  SmolLM2's byte-level BPE, encoded by the
  *                              Hugging Face `tokenizers` library
  *                              (reference/make_token_golden.py)
- *   golden/pretok_splits.tsv   word splits of the three pre-tokenizer regexes
+ *   golden/tokens_qwen2.tsv    Qwen2's (pre-tokenizer qwen2, NFC), the same
+ *                              way; checked when the Qwen model is there
+ *   golden/pretok_splits.tsv   word splits of the four pre-tokenizer regexes
  *                              by the same library's regex engine
  *   spm_tiny.gguf (made in the build folder) + golden/tokens_spm.tsv
  *                              a small SentencePiece vocabulary and its ids
@@ -20,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <utf8proc.h>
 
 #include "error.h"
 #include "gguf.h"
@@ -117,11 +120,21 @@ static void assert_ids_equal(const char *name, const int32_t *got, int32_t n_got
  * see control_chars in the golden file). */
 static void assert_round_trip(const fasa_tokenizer *t, const char *name, const int32_t *ids,
                               int32_t n, const char *input, size_t input_len) {
+    /* A normalising tokenizer gives back the input's NFC form. */
+    utf8proc_uint8_t *nfc = NULL;
+    if (t->nfc) {
+        const utf8proc_ssize_t k = utf8proc_map((const utf8proc_uint8_t *)input, (utf8proc_ssize_t)input_len, &nfc,
+                                                UTF8PROC_STABLE | UTF8PROC_COMPOSE);
+        assert_true(k >= 0);
+        input = (const char *)nfc;
+        input_len = (size_t)k;
+    }
     char *want = malloc(input_len + 1);
     assert_non_null(want);
     size_t want_len = 0;
     for (size_t i = 0; i < input_len; i++)
         if (t->byte_id[(uint8_t)input[i]] >= 0) want[want_len++] = input[i];
+    free(nfc);
     size_t cap = want_len + 64, len = 0;
     char *text = malloc(cap);
     assert_non_null(text);
@@ -187,10 +200,9 @@ static void test_smollm2_metadata(void **state) {
     assert_int_equal(tokenizer_find(t, ""), -1);
 }
 
-static void test_smollm2_golden(void **state) {
-    const fasa_tokenizer *t = *state;
+static void check_token_golden(const fasa_tokenizer *t, const char *path) {
     golden_file gf = {0};
-    golden_load(GOLDEN("tokens_smollm2.tsv"), 4, &gf);
+    golden_load(path, 4, &gf);
     assert_true(gf.n_lines >= 40);
     int32_t ids[MAX_IDS], want[MAX_IDS];
     for (int i = 0; i < gf.n_lines; i++) {
@@ -202,6 +214,26 @@ static void test_smollm2_golden(void **state) {
         assert_round_trip(t, f[0], ids, n, f[1], len);
     }
     golden_free(&gf);
+}
+
+static void test_smollm2_golden(void **state) { check_token_golden(*state, GOLDEN("tokens_smollm2.tsv")); }
+
+/* Qwen2's tokenizer (pre-tokenizer qwen2, NFC, user-defined tokens), when
+ * the model has been fetched (scripts/fetch-model.sh qwen2.5-coder-1.5b). */
+static void test_qwen2_golden(void **state) {
+    (void)state;
+    FILE *f = fopen(FASA_QWEN_MODEL, "rb");
+    if (!f) {
+        print_message("skipped: %s is not there\n", FASA_QWEN_MODEL);
+        skip();
+    }
+    fclose(f);
+    fasa_tokenizer *t = load_tokenizer(FASA_QWEN_MODEL);
+    assert_int_equal(tokenizer_n_vocab(t), 151936);
+    assert_true(t->nfc && t->pre == TOK_PRE_QWEN2);
+    assert_true(tokenizer_is_eog(t, 151645)); /* <|im_end|> */
+    check_token_golden(t, GOLDEN("tokens_qwen2.tsv"));
+    tokenizer_free(t);
 }
 
 /* The reference cannot take invalid UTF-8, so these check only that every
@@ -352,6 +384,7 @@ static fasa_status collect_split(void *ctx, size_t start, size_t end) {
 static tok_pre pre_named(const char *name) {
     if (strcmp(name, "gpt2") == 0) return TOK_PRE_GPT2;
     if (strcmp(name, "smollm") == 0) return TOK_PRE_SMOLLM;
+    if (strcmp(name, "qwen2") == 0) return TOK_PRE_QWEN2;
     if (strcmp(name, "llama-bpe") != 0) fail_msg("unknown pre-tokenizer '%s'", name);
     return TOK_PRE_LLAMA3;
 }
@@ -360,7 +393,7 @@ static void test_pretokenizer_golden(void **state) {
     (void)state;
     golden_file gf = {0};
     golden_load(GOLDEN("pretok_splits.tsv"), 4, &gf);
-    int seen[3] = {0};
+    int seen[4] = {0};
     for (int i = 0; i < gf.n_lines; i++) {
         char **f = gf.lines[i].field;
         tok_pre pre = pre_named(f[1]);
@@ -373,7 +406,7 @@ static void test_pretokenizer_golden(void **state) {
         snprintf(name, sizeof name, "%s (%s)", f[0], f[1]);
         assert_ids_equal(name, got.len, got.n, want, parse_ints(f[3], want, MAX_IDS));
     }
-    for (int p = 0; p < 3; p++) assert_true(seen[p] >= 30);
+    for (int p = 0; p < 4; p++) assert_true(seen[p] >= 30);
     golden_free(&gf);
 }
 
@@ -523,8 +556,8 @@ static void test_bad_metadata(void **state) {
     v.model = "bert";
     expect_init_error(&v, FASA_E_UNSUPPORTED, "'bert'");
     v = abc_vocab();
-    v.pre = "qwen2";
-    expect_init_error(&v, FASA_E_UNSUPPORTED, "'qwen2'");
+    v.pre = "deepseek-llm";
+    expect_init_error(&v, FASA_E_UNSUPPORTED, "'deepseek-llm'");
     v = abc_vocab();
     v.n_types = 6;
     expect_init_error(&v, FASA_E_FORMAT, "token_type");
@@ -556,6 +589,7 @@ int main(void) {
     };
     const struct CMUnitTest other[] = {
         cmocka_unit_test(test_pretokenizer_golden),
+        cmocka_unit_test(test_qwen2_golden),
         cmocka_unit_test(test_spm_golden),
         cmocka_unit_test(test_bpe_merge_order),
         cmocka_unit_test(test_bad_metadata),

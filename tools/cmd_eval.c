@@ -27,6 +27,7 @@ static const struct task_defaults {
     {"needle", "2048,4096,7168", 0, 1, "retrieval: passkey and RULER-style needles in a haystack"},
     {"gen", "1024", 256, 1, "greedy generation: agreement with full, KL, repetition"},
     {"ca", "4096", 32, 1, "contextual agreement of each method's selection with the exact top-K"},
+    {"qa", NULL, 64, 1, "a question about a document (--doc, --question), answered under each method"},
 };
 
 static void help(void) {
@@ -41,7 +42,7 @@ static void help(void) {
            "      --ctx LIST       ppl: prefill lengths P [4096,7168]; needle: prompt lengths [2048,4096,7168];\n"
            "                       gen: book prompt length [1024]; ca: context [4096]\n"
            "      --decode N       ppl: tokens decoded and scored [512]; gen: tokens generated [256];\n"
-           "                       ca: decode steps measured [32]\n"
+           "                       ca: decode steps measured [32]; qa: longest answer [64]\n"
            "      --samples N      windows / prompts per context (ppl 3, others 1); sample s reads text s mod n\n"
            "      --seed S         passage offsets and needle values (default 1)\n"
            "      --out DIR        results folder (default out/eval): DIR/results.jsonl\n"
@@ -50,8 +51,11 @@ static void help(void) {
            "      --kinds LIST     needle: passkey,number,uuid,multikey,multivalue,vartrack (default all)\n"
            "      --depths LIST    needle: depths in [0, 1] (default 10 depths 0 .. 1)\n"
            "      --haystack H     needle: book (default) or filler (repeated plain sentences)\n"
-           "      --chat / --no-chat  needle prompts in the chat template (default on);\n"
+           "      --chat / --no-chat  needle and qa prompts in the chat template (default on);\n"
            "                       gen: chat requests instead of book passages (default off)\n"
+           "      --doc FILE       qa: the document the question is about (prefilled densely)\n"
+           "      --question TEXT  qa: the question (decoded through each method)\n"
+           "      --expect LIST    qa: strings a right answer contains (comma list; score = fraction found)\n"
            "  -t, --threads N      threads (default: all cores)\n"
            "      --kv-type T      KV cache element type: f32 or f16 (default f32)\n"
            "  -h, --help           this help\n\n"
@@ -64,6 +68,7 @@ typedef struct eval_opts {
     const struct task_defaults *task;
     const char *model, *methods, *out, *texts, *kinds, *depths, *ctx;
     const char *budgets, *fcs;
+    const char *doc, *question, *expect;
     int64_t threads, decode, samples, seed;
     int chat; /* -1 task default */
     bool filler;
@@ -72,7 +77,8 @@ typedef struct eval_opts {
 } eval_opts;
 
 static int parse(int argc, char **argv, eval_opts *o) {
-    enum { O_CTX = 256, O_DECODE, O_SAMPLES, O_SEED, O_OUT, O_TEXT, O_KINDS, O_DEPTHS, O_HAY, O_CHAT, O_NOCHAT, O_KV };
+    enum { O_CTX = 256, O_DECODE, O_SAMPLES, O_SEED, O_OUT, O_TEXT, O_KINDS, O_DEPTHS, O_HAY, O_CHAT, O_NOCHAT, O_KV,
+           O_DOC, O_QUESTION, O_EXPECT };
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'},     {"threads", required_argument, 0, 't'},
         {"ctx", required_argument, 0, O_CTX},     {"decode", required_argument, 0, O_DECODE},
@@ -81,6 +87,8 @@ static int parse(int argc, char **argv, eval_opts *o) {
         {"kinds", required_argument, 0, O_KINDS}, {"depths", required_argument, 0, O_DEPTHS},
         {"haystack", required_argument, 0, O_HAY}, {"chat", no_argument, 0, O_CHAT},
         {"no-chat", no_argument, 0, O_NOCHAT},    {"kv-type", required_argument, 0, O_KV},
+        {"doc", required_argument, 0, O_DOC},     {"question", required_argument, 0, O_QUESTION},
+        {"expect", required_argument, 0, O_EXPECT},
         {"help", no_argument, 0, 'h'},            CLI_ATTN_OPTIONS,
         {0, 0, 0, 0},
     };
@@ -89,10 +97,10 @@ static int parse(int argc, char **argv, eval_opts *o) {
                      .seed = 1, .chat = -1};
     cli_attn_init(&o->attn);
     if (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) return help(), -1;
-    if (argc < 2 || argv[1][0] == '-') return cli_fail(CMD, "name a task: ppl, needle, gen or ca (see fasa eval --help)");
+    if (argc < 2 || argv[1][0] == '-') return cli_fail(CMD, "name a task: ppl, needle, gen, ca or qa (see fasa eval --help)");
     for (size_t i = 0; i < sizeof tasks / sizeof tasks[0]; i++)
         if (!strcmp(argv[1], tasks[i].name)) o->task = &tasks[i];
-    if (!o->task) return cli_fail(CMD, "unknown task '%s' (known: ppl, needle, gen, ca)", argv[1]);
+    if (!o->task) return cli_fail(CMD, "unknown task '%s' (known: ppl, needle, gen, ca, qa)", argv[1]);
     optind = 2;
     opterr = 0;
     int c;
@@ -117,6 +125,9 @@ static int parse(int argc, char **argv, eval_opts *o) {
         case O_CHAT: o->chat = 1; break;
         case O_NOCHAT: o->chat = 0; break;
         case O_KV: ok = cli_kv_type(CMD, optarg, &o->kv_type); break;
+        case O_DOC: o->doc = optarg; break;
+        case O_QUESTION: o->question = optarg; break;
+        case O_EXPECT: o->expect = optarg; break;
         case 'h': help(); return -1;
         case ':': return cli_fail(CMD, "option '%s' needs a value", argv[optind - 1]);
         case '?': return cli_fail(CMD, "unknown option '%s' (see fasa eval --help)", argv[optind - 1]);
@@ -130,6 +141,10 @@ static int parse(int argc, char **argv, eval_opts *o) {
     }
     if (optind < argc) return cli_fail(CMD, "unexpected argument '%s'", argv[optind]);
     if (!cli_attn_cpu_only(CMD, &o->attn)) return 1;
+    const bool qa = !strcmp(o->task->name, "qa");
+    if (qa && (!o->doc || !o->question)) return cli_fail(CMD, "qa needs --doc FILE and --question TEXT");
+    if (!qa && (o->doc || o->question || o->expect))
+        return cli_fail(CMD, "--doc, --question and --expect belong to the qa task");
     return 0;
 }
 
@@ -182,8 +197,10 @@ typedef struct eval_lists {
 } eval_lists;
 
 static bool parse_lists(const eval_opts *o, const fasa_model_info *info, eval_lists *l) {
+    /* qa's context is its document. */
+    const char *ctx = o->ctx ? o->ctx : o->task->ctx;
     if ((l->n_budgets = eval_parse_ints("--budget", o->budgets, 1, 1 << 24, l->budgets, 32)) < 0 ||
-        (l->n_ctxs = eval_parse_ints("--ctx", o->ctx ? o->ctx : o->task->ctx, 2, 1 << 24, l->ctxs, 32)) < 0)
+        (ctx && (l->n_ctxs = eval_parse_ints("--ctx", ctx, 2, 1 << 24, l->ctxs, 32)) < 0))
         return cli_fail(CMD, "%s", fasa_last_error()), false;
     l->n_fcs = 0;
     if (o->fcs && (l->n_fcs = eval_parse_ints("--fc", o->fcs, 1, 4096, l->fcs, 16)) < 0)
@@ -221,6 +238,7 @@ static fasa_status run_task(const char *task, const eval_env *e) {
     if (!strcmp(task, "ppl")) return eval_run_ppl(e);
     if (!strcmp(task, "needle")) return eval_run_needle(e);
     if (!strcmp(task, "gen")) return eval_run_gen(e);
+    if (!strcmp(task, "qa")) return eval_run_qa(e);
     return eval_run_ca(e);
 }
 
@@ -241,7 +259,14 @@ static int run(eval_opts *o, fasa_model *m) {
     int32_t n_paths = 0;
     eval_corpus corpus = {0};
     eval_results *res = NULL;
-    const bool needs_text = !(!strcmp(o->task->name, "needle") && o->filler) && !(!strcmp(o->task->name, "gen") && o->chat == 1);
+    const bool needs_text = !(!strcmp(o->task->name, "needle") && o->filler) &&
+                            !(!strcmp(o->task->name, "gen") && o->chat == 1) && strcmp(o->task->name, "qa") != 0;
+    char *expect_copy = NULL, **expect = NULL;
+    int32_t n_expect = 0;
+    if (o->expect && !(expect = split(o->expect, &n_expect, &expect_copy))) {
+        cli_fail(CMD, "out of memory");
+        goto done;
+    }
     if (needs_text && (!(paths = split(o->texts, &n_paths, &text_copy)) ||
                        eval_corpus_load((const char *const *)paths, n_paths, &corpus) != FASA_OK)) {
         cli_fail(CMD, "%s", paths ? fasa_last_error() : "out of memory");
@@ -265,6 +290,7 @@ static int run(eval_opts *o, fasa_model *m) {
         .n_samples = (int32_t)(o->samples > 0 ? o->samples : o->task->samples), .ctxs = l.ctxs, .n_ctxs = l.n_ctxs,
         .decode = (int32_t)(o->decode > 0 ? o->decode : o->task->decode), .kinds = l.kinds, .n_kinds = l.n_kinds,
         .depths = l.depths, .n_depths = l.n_depths, .filler = o->filler, .chat = chat != 0,
+        .qa_doc = o->doc, .qa_question = o->question, .qa_expect = (const char *const *)expect, .n_qa_expect = n_expect,
         .progress = progress, .user = &announced,
     };
     const double t0 = cli_now();
@@ -276,6 +302,8 @@ static int run(eval_opts *o, fasa_model *m) {
     else fprintf(stderr, "fasa eval: done in %.0f s; results in %s\n", cli_now() - t0, eval_results_path(res));
     rc = 0;
 done:
+    free(expect);
+    free(expect_copy);
     eval_results_close(res);
     eval_corpus_free(&corpus);
     free(paths);

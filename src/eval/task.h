@@ -7,7 +7,8 @@
  *           the answer generated greedily, exact match of the value(s)
  *   gen     greedy generation under full; each method teacher-forced on it
  *           (agreement of argmax, KL) and free-running (repetition)
- *   ca      contextual agreement of each method's selection (fasa/ca.h) */
+ *   ca      contextual agreement of each method's selection (fasa/ca.h)
+ *   qa      a question about a given document, answered under each method */
 #ifndef FASA_EVAL_TASK_H
 #define FASA_EVAL_TASK_H
 
@@ -47,7 +48,12 @@ typedef struct eval_env {
     const double *depths;
     int32_t n_depths;
     bool filler;               /* synthetic filler haystack instead of book text */
-    bool chat;                 /* needle and gen prompts in the chat template */
+    bool chat;                 /* needle, gen and qa prompts in the chat template */
+    /* qa */
+    const char *qa_doc;        /* document file */
+    const char *qa_question;
+    const char *const *qa_expect; /* strings a right answer holds */
+    int32_t n_qa_expect;
     /* progress: called for notes and after every cell (may be NULL) */
     void (*progress)(void *user, const eval_progress *p);
     void *user;
@@ -57,6 +63,7 @@ fasa_status eval_run_ppl(const eval_env *e);
 fasa_status eval_run_needle(const eval_env *e);
 fasa_status eval_run_gen(const eval_env *e);
 fasa_status eval_run_ca(const eval_env *e);
+fasa_status eval_run_qa(const eval_env *e);
 
 /* ---- shared by the task files ---- */
 

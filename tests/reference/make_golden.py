@@ -37,7 +37,7 @@ PROJ_RECIPE = (
     "proj[j] = sum_i logits[i] * vector_j[i]."
 )
 
-# name -> (text, number of leading tokens kept or None for all)
+# name -> (text, number of leading tokens kept or None for all), per architecture.
 PROMPTS = {
     "prose": (
         "It is a truth universally acknowledged, that a single man in possession "
@@ -56,6 +56,21 @@ PROMPTS = {
         None),
     "chat": (
         "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n"
+        "<|im_start|>assistant\n",
+        None),
+}
+
+# The long-context model (scripts/fetch-model.sh qwen2.5-coder-1.5b): its
+# goldens are checked by test_reference when the model file is there.
+QWEN2_PROMPTS = {
+    "qwen2_code": (
+        "import heapq\n\n\ndef dijkstra(graph, source):\n"
+        "    \"\"\"Shortest distances from source in a graph of {node: [(neighbour, weight)]}.\"\"\"\n"
+        "    dist = {source: 0}\n    queue = [(0, source)]\n    while queue:\n",
+        None),
+    "qwen2_chat": (
+        "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n"
+        "<|im_start|>user\nWrite a Python function that reverses a string.<|im_end|>\n"
         "<|im_start|>assistant\n",
         None),
 }
@@ -107,7 +122,7 @@ def prompt_tokens(tok, text, keep):
     return text, ids
 
 
-def golden_for(model, tok, name, text, keep):
+def golden_for(model, tok, name, text, keep, model_file):
     text, ids = prompt_tokens(tok, text, keep)
     proj = projection_vectors(model.n_vocab)
     cache = model.new_cache(len(ids) + N_GREEDY)
@@ -115,7 +130,7 @@ def golden_for(model, tok, name, text, keep):
     steps = model.greedy(logits[-1], cache, N_GREEDY)
     return {
         "name": name,
-        "model": "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "model": model_file,
         "reference": "tests/reference/ref_model.py, float64, "
                      f"{model.rope_layout} RoPE",
         "proj_seed": PROJ_SEED,
@@ -174,8 +189,9 @@ def main():
     model = RefModel(args.model)
     tok = tokenizer_from_gguf(model.reader)
     failed = False
-    for name, (text, keep) in PROMPTS.items():
-        doc = golden_for(model, tok, name, text, keep)
+    prompts = QWEN2_PROMPTS if model.cfg.arch == "qwen2" else PROMPTS
+    for name, (text, keep) in prompts.items():
+        doc = golden_for(model, tok, name, text, keep, os.path.basename(args.model))
         path = os.path.join(args.out, f"ref_{name}.json")
         top1 = [p["top"][0][0] for p in doc["positions"]]
         print(f"{name}: {len(doc['tokens'])} tokens; greedy: {doc['greedy_text']!r}")

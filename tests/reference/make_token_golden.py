@@ -1,17 +1,20 @@
 """Writes the tokenizer golden files from an independent tokenizer.
 
 The ids come from the Hugging Face `tokenizers` library, rebuilt from the
-GGUF's own vocabulary and merges by ref_tokenizer.py (BPE, byte-level,
-pre-tokenizer Digits(individual_digits) + ByteLevel regex), so they share no
-code with src/tokenizer*.c. Pre-token splits come from the same library's
+GGUF's own vocabulary and merges by ref_tokenizer.py (BPE, byte-level, the
+model's normalizer and pre-tokenizer), so they share no code with
+src/tokenizer*.c. Pre-token splits come from the same library's
 pre-tokenizers and its regex engine.
 
     .venv/bin/python tests/reference/make_token_golden.py \
         --model models/SmolLM2-135M-Instruct.Q4_1.gguf
+    .venv/bin/python tests/reference/make_token_golden.py \
+        --model models/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf
 
 Outputs (TSV, one case per line, '#' lines are comments):
   tests/golden/tokens_smollm2.tsv  name, hex UTF-8 input, parse_special (0/1),
-                                   space-separated ids
+  tests/golden/tokens_qwen2.tsv    space-separated ids (by the model's
+                                   tokenizer.ggml.pre: smollm or qwen2)
   tests/golden/pretok_splits.tsv   name, tokenizer.ggml.pre value, hex input,
                                    space-separated byte lengths of the words
 """
@@ -24,7 +27,7 @@ import gguf
 from tokenizers import Regex, pre_tokenizers
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ref_tokenizer import tokenizer_from_gguf  # noqa: E402
+from ref_tokenizer import QWEN2_REGEX, read_field, tokenizer_from_gguf  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 GOLDEN = os.path.join(HERE, "..", "golden")
@@ -112,6 +115,10 @@ CASES = [
     ("adjacent_specials", "<|im_end|><|im_start|><|endoftext|>", True),
     ("partial_special", "<|im_start <|im_end| |im_end|>", True),
     ("special_in_words", "before<|endoftext|>after  <|im_end|>  ", True),
+    # Qwen2 normalises to NFC: a decomposed accent composes first.
+    ("nfc_compose", "Cafe\u0301 A\u030angstro\u0308m \u1100\u1161 \u212b", False),
+    # Qwen2's <tool_call> is a user-defined token: matched even without parse_special.
+    ("user_defined", "call <tool_call>{}</tool_call> done", False),
 ]
 
 # Extra inputs for the pre-tokenizer splits only: they target alternatives of
@@ -163,7 +170,10 @@ def write_tokens(tok, path):
         tok.encode_special_tokens = not special
         ids = tok.encode(text, add_special_tokens=False).ids
         back = tok.decode(ids, skip_special_tokens=False).encode("utf-8")
-        if back != bytes(b for b in text.encode("utf-8") if b in spellable):
+        # What comes back is the normalised text (NFC leaves the ASCII of
+        # control tokens alone, so the whole text can be normalised).
+        norm = tok.normalizer.normalize_str(text) if tok.normalizer else text
+        if back != bytes(b for b in norm.encode("utf-8") if b in spellable):
             raise SystemExit(f"{name}: reference does not round-trip: {back!r}")
         lines.append(f"{name}\t{text.encode('utf-8').hex()}\t{int(special)}\t"
                      f"{' '.join(map(str, ids))}")
@@ -179,6 +189,7 @@ def write_splits(path):
         ("smollm", pre_tokenizers.Sequence([
             pre_tokenizers.Digits(individual_digits=True), byte_level]), True),
         ("llama-bpe", pre_tokenizers.Split(Regex(LLAMA3_REGEX), behavior="isolated"), False),
+        ("qwen2", pre_tokenizers.Split(Regex(QWEN2_REGEX), behavior="isolated"), False),
     ]
     inputs = [(n, t) for n, t, _ in CASES if "<|" not in t and n != "long_text"] + SPLIT_ONLY
     lines = ["# name\ttokenizer.ggml.pre\thex UTF-8 input\tbyte lengths of the words",
@@ -196,11 +207,12 @@ def write_splits(path):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--model", required=True, help="the SmolLM2 GGUF file")
+    ap.add_argument("--model", required=True, help="the SmolLM2 or Qwen2 GGUF file")
     ap.add_argument("--out", default=GOLDEN, help="golden folder")
     args = ap.parse_args()
-    tok = tokenizer_from_gguf(gguf.GGUFReader(args.model))
-    write_tokens(tok, os.path.join(args.out, "tokens_smollm2.tsv"))
+    reader = gguf.GGUFReader(args.model)
+    name = {"smollm": "smollm2", "qwen2": "qwen2"}[read_field(reader, "tokenizer.ggml.pre")]
+    write_tokens(tokenizer_from_gguf(reader), os.path.join(args.out, f"tokens_{name}.tsv"))
     write_splits(os.path.join(args.out, "pretok_splits.tsv"))
 
 

@@ -1,4 +1,4 @@
-"""Float64 NumPy reference forward pass for GGUF "llama" models.
+"""Float64 NumPy reference forward pass for GGUF "llama" and "qwen2" models.
 
 Independent of the C engine: the weights are read and dequantized by the PyPI
 `gguf` package, every computation runs in float64, and the tokenizer (when a
@@ -9,6 +9,9 @@ Command line (see README.md):
     ref_model.py --model M --tokens "1 2 3" --dump-logits OUT.f32
                  [--greedy N --dump-greedy OUT.txt]
     ref_model.py --model M --text "Some sentence." --loss [--rope half]
+
+"qwen2" is the llama block with biases on the Q, K and V products and the
+half-split RoPE layout; everything else is shared.
 """
 
 import argparse
@@ -19,6 +22,8 @@ import gguf
 import numpy as np
 
 ROPE_LAYOUTS = ("interleaved", "half")
+# The RoPE layout each architecture's GGUF conversion leaves the weights in.
+ARCH_ROPE = {"llama": "interleaved", "qwen2": "half"}
 
 
 def read_field(reader, key, default=None):
@@ -29,68 +34,87 @@ def read_field(reader, key, default=None):
 
 
 class Config:
-    """Hyperparameters of a GGUF llama model, from its metadata."""
+    """Hyperparameters of a GGUF llama or qwen2 model, from its metadata."""
 
     def __init__(self, reader):
         arch = read_field(reader, "general.architecture")
-        if arch != "llama":
+        if arch not in ARCH_ROPE:
             raise ValueError(f"general.architecture is {arch!r}; the reference "
-                             "implements only 'llama'")
+                             f"implements {', '.join(ARCH_ROPE)}")
+        self.arch = arch
 
         def need(key):
-            value = read_field(reader, f"llama.{key}")
+            value = read_field(reader, f"{arch}.{key}")
             if value is None:
-                raise ValueError(f"GGUF lacks metadata key llama.{key}")
+                raise ValueError(f"GGUF lacks metadata key {arch}.{key}")
             return value
 
         self.n_layer = int(need("block_count"))
         self.n_embd = int(need("embedding_length"))
         self.n_ff = int(need("feed_forward_length"))
         self.n_head = int(need("attention.head_count"))
-        self.n_head_kv = int(read_field(reader, "llama.attention.head_count_kv",
+        self.n_head_kv = int(read_field(reader, f"{arch}.attention.head_count_kv",
                                         self.n_head))
         self.head_dim = self.n_embd // self.n_head
-        self.n_rot = int(read_field(reader, "llama.rope.dimension_count",
+        self.n_rot = int(read_field(reader, f"{arch}.rope.dimension_count",
                                     self.head_dim))
-        self.rope_base = float(read_field(reader, "llama.rope.freq_base", 10000.0))
+        self.rope_base = float(read_field(reader, f"{arch}.rope.freq_base", 10000.0))
         self.eps = float(need("attention.layer_norm_rms_epsilon"))
-        self.n_ctx_train = int(read_field(reader, "llama.context_length", 0))
-        self.rope_scale = rope_position_scale(reader)
+        self.n_ctx_train = int(read_field(reader, f"{arch}.context_length", 0))
+        self.rope_scale = rope_position_scale(reader, arch)
         if self.n_head % self.n_head_kv != 0:
             raise ValueError("head_count is not a multiple of head_count_kv")
         if self.n_rot > self.head_dim or self.n_rot % 2:
             raise ValueError("rope.dimension_count must be even and <= head_dim")
 
 
-def rope_position_scale(reader):
+def rope_position_scale(reader, arch):
     """Factor that positions are divided by before RoPE (1.0: no scaling)."""
-    kind = read_field(reader, "llama.rope.scaling.type")
-    factor = read_field(reader, "llama.rope.scaling.factor")
+    kind = read_field(reader, f"{arch}.rope.scaling.type")
+    factor = read_field(reader, f"{arch}.rope.scaling.factor")
     if kind is None and factor is None:
         return 1.0
     if kind in (None, "none"):
         return 1.0
     if kind != "linear":
-        raise ValueError(f"llama.rope.scaling.type {kind!r} is not supported by "
+        raise ValueError(f"{arch}.rope.scaling.type {kind!r} is not supported by "
                          "the reference (only 'linear')")
     factor = float(factor if factor is not None else 1.0)
     if factor <= 0:
-        raise ValueError("llama.rope.scaling.factor must be positive")
+        raise ValueError(f"{arch}.rope.scaling.factor must be positive")
     return factor
 
 
-def load_weights(reader, cfg):
-    """Dequantize every tensor to float64 numpy arrays, (rows, cols) shaped.
+class Weights:
+    """Every tensor dequantized, (rows, cols) shaped, handed out in float64.
 
     gguf's dequantize already returns the GGUF ne=[cols, rows] tensor as a
-    (rows, cols) array, so y = W @ x needs no transpose.
+    (rows, cols) array, so y = W @ x needs no transpose. Its results are
+    float32 values, so they are kept in float32 (exactly) and widened when
+    used: a 1.5B model then needs 6 GB instead of 12.
     """
-    w = {}
-    for t in reader.tensors:
-        arr = gguf.quants.dequantize(t.data, t.tensor_type)
-        expect = tuple(int(n) for n in reversed(t.shape))
-        w[t.name] = np.ascontiguousarray(arr.reshape(expect), dtype=np.float64)
-    e = w["token_embd.weight"]
+
+    def __init__(self, reader):
+        self.t = {}
+        for t in reader.tensors:
+            arr = gguf.quants.dequantize(t.data, t.tensor_type)
+            expect = tuple(int(n) for n in reversed(t.shape))
+            self.t[t.name] = np.ascontiguousarray(arr.reshape(expect), dtype=np.float32)
+
+    def __getitem__(self, name):
+        return self.t[name].astype(np.float64)
+
+    def __contains__(self, name):
+        return name in self.t
+
+    def rows(self, name, idx):
+        """Rows idx of a matrix, without widening the whole of it."""
+        return self.t[name][idx].astype(np.float64)
+
+
+def load_weights(reader, cfg):
+    w = Weights(reader)
+    e = w.t["token_embd.weight"]
     if e.shape[1] != cfg.n_embd:
         raise ValueError(f"token_embd.weight has {e.shape[1]} columns, "
                          f"expected {cfg.n_embd}")
@@ -143,29 +167,37 @@ class KVCache:
 
 
 class RefModel:
-    def __init__(self, path, rope_layout="interleaved"):
-        if rope_layout not in ROPE_LAYOUTS:
+    def __init__(self, path, rope_layout=None):
+        """rope_layout None: the architecture's own (ARCH_ROPE)."""
+        if rope_layout is not None and rope_layout not in ROPE_LAYOUTS:
             raise ValueError(f"rope_layout must be one of {ROPE_LAYOUTS}")
         self.reader = gguf.GGUFReader(path)
         self.cfg = Config(self.reader)
         self.w = load_weights(self.reader, self.cfg)
-        self.rope_layout = rope_layout
-        self.embed = self.w["token_embd.weight"]
+        self.rope_layout = rope_layout or ARCH_ROPE[self.cfg.arch]
         # Tied embeddings: without output.weight the logits reuse the table.
-        self.output = self.w.get("output.weight", self.embed)
-        self.n_vocab = self.embed.shape[0]
+        self.output_name = "output.weight" if "output.weight" in self.w else "token_embd.weight"
+        self.n_vocab = self.w.t["token_embd.weight"].shape[0]
 
     def new_cache(self, capacity):
         return KVCache(self.cfg, capacity)
+
+    def project(self, h, name):
+        """h @ W.T, plus the bias where the file has one (qwen2's Q, K, V)."""
+        y = h @ self.w[name + ".weight"].T
+        if name + ".bias" in self.w:
+            y = y + self.w[name + ".bias"]
+        return y
 
     def attention(self, layer, h, cache, start):
         """Causal GQA attention of the n new rows of h, appending to cache."""
         cfg, w = self.cfg, self.w
         n, hd = h.shape[0], cfg.head_dim
         pre = f"blk.{layer}."
-        q = (h @ w[pre + "attn_q.weight"].T).reshape(n, cfg.n_head, hd)
-        k = (h @ w[pre + "attn_k.weight"].T).reshape(n, cfg.n_head_kv, hd)
-        v = (h @ w[pre + "attn_v.weight"].T).reshape(n, cfg.n_head_kv, hd)
+        q, k, v = (self.project(h, pre + "attn_" + x) for x in "qkv")
+        q = q.reshape(n, cfg.n_head, hd)
+        k = k.reshape(n, cfg.n_head_kv, hd)
+        v = v.reshape(n, cfg.n_head_kv, hd)
         pos = np.arange(start, start + n)
         q = rope_rotate(q, pos, cfg, self.rope_layout)
         k = rope_rotate(k, pos, cfg, self.rope_layout)
@@ -195,7 +227,7 @@ class RefModel:
             raise ValueError("KV cache capacity exceeded")
         if tokens.min() < 0 or tokens.max() >= self.n_vocab:
             raise ValueError("token id out of range")
-        x = self.embed[tokens]
+        x = self.w.rows("token_embd.weight", tokens)
         for layer in range(cfg.n_layer):
             pre = f"blk.{layer}."
             h = rmsnorm(x, w[pre + "attn_norm.weight"], cfg.eps)
@@ -206,7 +238,7 @@ class RefModel:
             x = x + (silu(gate) * up) @ w[pre + "ffn_down.weight"].T
         cache.n = start + len(tokens)
         x = rmsnorm(x, w["output_norm.weight"], cfg.eps)
-        return x @ self.output.T
+        return x @ self.w[self.output_name].T
 
     def greedy(self, last_logits, cache, n_steps):
         """Greedy-decode n_steps tokens after a prompt whose last logits are given.
@@ -242,8 +274,9 @@ def parse_args(argv):
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--tokens", help="space-separated prompt token ids")
     src.add_argument("--text", help="prompt text, tokenized by ref_tokenizer.py")
-    ap.add_argument("--rope", choices=ROPE_LAYOUTS, default="interleaved",
-                    help="RoPE pair layout (default interleaved, the GGUF one)")
+    ap.add_argument("--rope", choices=ROPE_LAYOUTS, default=None,
+                    help="RoPE pair layout (default: the architecture's, "
+                         "interleaved for llama, half for qwen2)")
     ap.add_argument("--dump-logits", metavar="OUT.f32",
                     help="write every prompt position's logits, float32 LE, "
                          "n_tok x n_vocab, no header")
@@ -277,7 +310,7 @@ def main(argv=None):
     if args.dump_logits:
         logits.astype("<f4").tofile(args.dump_logits)
     if args.loss:
-        print(f"mean NLL ({args.rope} RoPE, {len(tokens)} tokens): "
+        print(f"mean NLL ({model.rope_layout} RoPE, {len(tokens)} tokens): "
               f"{mean_nll(logits, np.array(tokens)):.6f}")
     steps = model.greedy(logits[-1], cache, args.greedy) if args.greedy > 0 else []
     if args.dump_greedy:

@@ -2,8 +2,9 @@
 
 This is the reference tokenizer for the golden files. It is built with the
 Hugging Face `tokenizers` library so that it shares no code with the C
-tokenizer it checks. Only the GGUF "gpt2" tokenizer model (byte-level BPE, as
-used by SmolLM2) is supported.
+tokenizer it checks. Only the GGUF "gpt2" tokenizer model (byte-level BPE) is
+supported, with the pre-tokenizers (tokenizer.ggml.pre) of SmolLM2 ("smollm")
+and Qwen2 ("qwen2"), each as the model's own tokenizer.json defines it.
 
 Usage as a module:
     from ref_tokenizer import tokenizer_from_gguf
@@ -12,12 +13,36 @@ Usage as a module:
 """
 
 import gguf
-from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
 
 # GGUF token types (tokenizer.ggml.token_type) that name a control token: such
 # tokens are matched whole in the input text and never merged from bytes.
 GGUF_TOKEN_CONTROL = 3
 GGUF_TOKEN_USER_DEFINED = 4
+
+# Qwen2's split regex: Llama 3's with every digit alone.
+QWEN2_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}|"
+               r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+
+
+def set_pre_tokenizer(tok, pre):
+    """The normalizer and pre-tokenizer of tokenizer.ggml.pre `pre`."""
+    if pre == "smollm":
+        # Every digit stands alone, then the GPT-2 regex splits words; no
+        # space is inserted before the first word.
+        tok.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+        ])
+    elif pre == "qwen2":
+        tok.normalizer = normalizers.NFC()
+        tok.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(QWEN2_REGEX), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ])
+    else:
+        raise ValueError(f"tokenizer.ggml.pre {pre!r} is not in the reference "
+                         "(smollm, qwen2)")
 
 
 def read_field(reader, key, default=None):
@@ -46,22 +71,19 @@ def tokenizer_from_gguf(reader):
 
     tok = Tokenizer(models.BPE(vocab=vocab, merges=merge_pairs,
                                fuse_unk=False, byte_fallback=False))
-    # SmolLM2's pre-tokenizer: every digit stands alone, then the GPT-2 regex
-    # splits words; no space is inserted before the first word.
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Digits(individual_digits=True),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
-    ])
+    set_pre_tokenizer(tok, read_field(reader, "tokenizer.ggml.pre", "smollm"))
     tok.decoder = decoders.ByteLevel()
 
-    specials = [tokens[i] for i, t in enumerate(types)
-                if t in (GGUF_TOKEN_CONTROL, GGUF_TOKEN_USER_DEFINED)]
-    # normalized=False: match the literal text, e.g. "<|im_start|>" -> id 1.
-    tok.add_special_tokens([AddedToken(s, special=True, normalized=False)
-                            for s in specials])
-    for s in specials:
+    # Control tokens are special: matched in a text only on request. User-
+    # defined ones (Qwen's <tool_call>) are added tokens that are always
+    # matched. normalized=False: match the literal text, "<|im_start|>".
+    control = [tokens[i] for i, t in enumerate(types) if t == GGUF_TOKEN_CONTROL]
+    user = [tokens[i] for i, t in enumerate(types) if t == GGUF_TOKEN_USER_DEFINED]
+    tok.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in control])
+    tok.add_tokens([AddedToken(s, special=False, normalized=False) for s in user])
+    for s in control + user:
         if tok.token_to_id(s) != vocab[s]:
-            raise ValueError(f"special token {s!r} changed id when added")
+            raise ValueError(f"added token {s!r} changed id when added")
     return tok
 
 
