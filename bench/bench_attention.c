@@ -14,7 +14,7 @@
 #include <string.h>
 
 #include "bench_util.h"
-#include "context.h"
+#include "backend_cpu.h"
 #include "fasa.h"
 #include "fasa/calib.h"
 
@@ -31,7 +31,8 @@ static int usage(void) {
 }
 
 /* Median seconds of one token's attention over all layers, and of a whole decode step. */
-static void time_policy(fasa_context *c, const fasa_model_info *in, int T, int reps, double *attn, double *step) {
+static void time_policy(fasa_context *ctx, const fasa_model_info *in, int T, int reps, double *attn, double *step) {
+    cpu_backend *c = context_cpu(ctx, "bench_attention");
     double *t = malloc(sizeof(double) * reps);
     uint64_t x = 99;
     const int64_t nq = (int64_t)in->n_heads * in->head_dim;
@@ -45,9 +46,9 @@ static void time_policy(fasa_context *c, const fasa_model_info *in, int T, int r
     float *logits = malloc(sizeof(float) * in->n_vocab);
     int32_t tok = 1234;
     for (int r = 0; r < reps; r++) {
-        fasa_context_truncate(c, T - 1);
+        fasa_context_truncate(ctx, T - 1);
         const double t0 = bench_now();
-        fasa_eval(c, &tok, 1, logits, false);
+        fasa_eval(ctx, &tok, 1, logits, false);
         t[r] = bench_now() - t0;
     }
     *step = bench_median(t, reps);
@@ -111,7 +112,7 @@ int main(int argc, char **argv) {
             fprintf(stderr, "bench_attention: context %s: %s\n", tok, fasa_last_error());
             return 1;
         }
-        bench_fill_kv(&c->kv, T - 1);
+        context_fill_random(c, T - 1, 12345);
         double fa, fs, sa, ss;
         time_policy(c, &in, T, o.reps, &fa, &fs);
         const fasa_attn_params ap = {.method = o.method, .budget = o.budget, .n_tip = o.n_tip, .calib = cal,
@@ -121,7 +122,7 @@ int main(int argc, char **argv) {
             return 1;
         }
         time_policy(c, &in, T, o.reps, &sa, &ss);
-        const double kv_bytes = 2.0 * in.n_layers * in.n_kv_heads * (double)T * in.head_dim * c->kv.elem_size;
+        const double kv_bytes = 2.0 * in.n_layers * in.n_kv_heads * (double)T * in.head_dim * (o.kv_type == FASA_KV_F32 ? 4.0 : 2.0);
         printf("| %d | %.2f | %.2f | %.2fx | %.2f (%.0f%%) | %.2f | %.2f | %.2fx |\n", T, fa * 1e3, sa * 1e3, fa / sa,
                kv_bytes / fa / 1e9, 100.0 * kv_bytes / fa / 1e9 / bw, fs * 1e3, ss * 1e3, fs / ss);
         fflush(stdout);

@@ -91,7 +91,7 @@ int main(int argc, char **argv) {
             fprintf(stderr, "bench_decode: %s\n", fasa_last_error());
             return 1;
         }
-        bench_fill_kv(&c->kv, T - 1);
+        context_fill_random(c, T - 1, 12345);
         double *t = malloc((size_t)reps * sizeof *t);
         int32_t tok_id = 1234;
         for (int r = 0; r < reps; r++) {

@@ -33,22 +33,6 @@ static inline float bench_uniform(uint64_t *x) {
 
 /* Fills the whole cache with random keys and values and marks n_tokens
  * cached: attention costs the same whatever the values are. */
-static inline void bench_fill_kv(fasa_kv *kv, int32_t n_tokens) {
-    uint64_t x = 12345;
-    const size_t n = (size_t)kv->n_layers * kv->n_kv_heads * kv->n_ctx * kv->head_dim;
-    for (size_t i = 0; i < n; i++) {
-        const float f = bench_uniform(&x), g = bench_uniform(&x);
-        if (kv->type == FASA_KV_F32) {
-            ((float *)kv->k)[i] = f;
-            ((float *)kv->v)[i] = g;
-        } else {
-            ((uint16_t *)kv->k)[i] = fasa_f32_to_f16(f);
-            ((uint16_t *)kv->v)[i] = fasa_f32_to_f16(g);
-        }
-    }
-    kv->n_tokens = n_tokens;
-}
-
 /* Read bandwidth: sum a 1 GiB array with all threads; median of 5 passes. */
 static inline double bench_read_bandwidth(int threads) {
     const size_t n = (size_t)1 << 28; /* floats */

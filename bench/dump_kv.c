@@ -27,7 +27,7 @@
 #include <sys/stat.h>
 
 #include "attn/policy.h"
-#include "context.h"
+#include "backend_cpu.h"
 #include "fasa.h"
 
 typedef struct opts {
@@ -151,7 +151,7 @@ static int write_array(const char *dir, int32_t layer, const char *what, const v
 }
 
 /* One layer: gather its cache, compute the CPU outputs, write everything. */
-static int dump_layer(const opts *o, const fasa_model_info *in, const fasa_context *c, const fasa_calib *cal,
+static int dump_layer(const opts *o, const fasa_model_info *in, const cpu_backend *c, const fasa_calib *cal,
                       const float *q, int32_t layer) {
     const int32_t H = in->n_heads, KV = in->n_kv_heads, d = in->head_dim, n = c->kv.n_tokens;
     const int32_t L = 2 * o->n_tip, B = o->budget;
@@ -282,13 +282,15 @@ int main(int argc, char **argv) {
     fprintf(stderr, "dump_kv: evaluating %d tokens of %s, then one decode step\n", o.n, o.text);
     if (fasa_context_init(m, &cp, &c) || fasa_eval(c, ids, o.n, NULL, false)) goto engine_error;
     const attn_shape shape = context_attn_shape(c);
-    if (attn_policy_create_ops(&record_ops, &ap, &shape, c->kv.n_tokens, &p)) goto engine_error;
+    if (attn_policy_create_ops(&record_ops, &ap, &shape, fasa_context_n_past(c), &p)) goto engine_error;
     const record_state *rec = p->state; /* owned by the context from here on */
     if (context_install_policy(c, p) || fasa_eval(c, ids + o.n, 1, NULL, false)) goto engine_error;
+    const cpu_backend *cb = context_cpu(c, "dump_kv");
+    if (!cb) goto engine_error;
 
     /* The context keeps the last layer's queries: the record must agree. */
     const size_t HD = (size_t)in.n_heads * in.head_dim;
-    if (memcmp(rec->q + (size_t)(in.n_layers - 1) * HD, c->q, HD * sizeof *c->q)) {
+    if (memcmp(rec->q + (size_t)(in.n_layers - 1) * HD, cb->q, HD * sizeof *cb->q)) {
         fprintf(stderr, "dump_kv: the recorded queries of the last layer differ from the context's\n");
         goto done;
     }
@@ -297,14 +299,14 @@ int main(int argc, char **argv) {
         if (!chosen[l]) continue;
         n_dump++;
         const float *q = rec->q + (size_t)l * HD;
-        if (dump_layer(&o, &in, c, cal, q, l)) goto done;
+        if (dump_layer(&o, &in, cb, cal, q, l)) goto done;
     }
     if (n_dump == 0) {
         fprintf(stderr, "dump_kv: --layers %s names no layer\n", o.layers);
         goto done;
     }
-    rc = write_header(&o, &in, c->kv.n_tokens, chosen);
-    if (!rc) fprintf(stderr, "dump_kv: wrote %d layers x %d tokens to %s\n", n_dump, c->kv.n_tokens, o.out);
+    rc = write_header(&o, &in, cb->kv.n_tokens, chosen);
+    if (!rc) fprintf(stderr, "dump_kv: wrote %d layers x %d tokens to %s\n", n_dump, cb->kv.n_tokens, o.out);
     goto done;
 engine_error:
     fprintf(stderr, "dump_kv: %s\n", fasa_last_error());

@@ -95,14 +95,14 @@ typedef enum fasa_kv_type {
     FASA_KV_F16 = 1,
 } fasa_kv_type;
 
-/* Where decode attention runs. The rest of the forward pass (matrix
- * products, the dense prefill) always runs on the CPU. */
+/* Where a context's whole forward pass runs, chosen once at creation. */
 typedef enum fasa_device {
     FASA_DEVICE_CPU = 0,
-    /* An NVIDIA GPU, K, V and FASA's labels in device memory (FASA-C). */
+    /* An NVIDIA GPU: weights (in their block formats), K, V and FASA's
+     * labels in device memory (FASA-C). */
     FASA_DEVICE_CUDA = 1,
-    /* An NVIDIA GPU with only the labels in device memory; K and V stay in
-     * pinned host memory and the selected rows are read over PCIe (FASA-M). */
+    /* An NVIDIA GPU with K and V in pinned host memory, read over PCIe row
+     * by row; weights and labels in device memory (FASA-M). */
     FASA_DEVICE_CUDA_HOST_KV = 2,
 } fasa_device;
 
@@ -111,12 +111,13 @@ typedef struct fasa_context_params {
     int32_t n_threads;  /* 0 = all available cores */
     int32_t n_batch;    /* max tokens per forward call chunk; 0 = 256 */
     fasa_kv_type kv_type;
-    /* On a GPU: the methods full and fasa (KV-group selection, n_tip a
-     * power of two from 4 to head_dim / 2); others fail in
-     * fasa_context_set_attention. The GPU cache holds K, V and labels in
-     * fp16 whatever kv_type says. Fails with
-     * FASA_E_UNSUPPORTED in a build without CUDA or on a machine without a
-     * usable GPU. */
+    /* On a GPU: policies that select the top tokens by label scores (full,
+     * fasa with one token set per KV group and no forced sinks); others fail
+     * in fasa_context_set_attention. The GPU cache holds K, V and labels in
+     * fp16 whatever kv_type says. Fails with FASA_E_UNSUPPORTED in a build
+     * without CUDA or on a machine without a usable GPU, and with
+     * FASA_E_NOMEM, naming the bytes needed, when the model and cache do not
+     * fit its memory. */
     fasa_device device;
     int32_t cuda_device; /* CUDA device ordinal [0] */
 } fasa_context_params;
@@ -130,15 +131,24 @@ int32_t fasa_context_n_past(const fasa_context *c);
 int32_t fasa_context_n_ctx(const fasa_context *c);
 /* Drops cached tokens so that n_past becomes `n` (n <= n_past). */
 fasa_status fasa_context_truncate(fasa_context *c, int32_t n);
+fasa_device fasa_context_device(const fasa_context *c);
+/* Bytes of GPU memory the context holds (weights, caches, scratch; 0 on the CPU). */
+uint64_t fasa_context_device_bytes(const fasa_context *c);
 
 /* Runs n tokens through the model at positions n_past .. n_past+n-1 and
  * appends them to the KV cache. logits (may be NULL) receives n_vocab floats:
  * for the last token only, or for every token (n * n_vocab) when all_logits.
  * Fails with FASA_E_CONTEXT, leaving the cache unchanged, if the tokens do
- * not fit. With decode attention on a GPU, a CUDA failure fails this call
- * and every later one on the context (free it). */
+ * not fit. On a GPU, a CUDA failure fails this call and every later one on
+ * the context (free it). */
 fasa_status fasa_eval(fasa_context *c, const int32_t *tokens, int32_t n, float *logits,
                       bool all_logits);
+
+typedef struct fasa_sampler fasa_sampler;
+/* One decode step of `token`, then the next token drawn by the sampler from
+ * its logits, where they are computed (on a GPU they never leave it). The
+ * same draws as fasa_sampler_sample on the same logits. */
+fasa_status fasa_decode_sample(fasa_context *c, int32_t token, fasa_sampler *s, int32_t *next);
 
 /* ---- decode attention policies ------------------------------------------ */
 
@@ -242,8 +252,6 @@ fasa_status fasa_calib_label_coords(const fasa_calib *c, int32_t layer, int32_t 
                                     int32_t *coords);
 
 /* ---- sampling --------------------------------------------------------- */
-
-typedef struct fasa_sampler fasa_sampler;
 
 typedef struct fasa_sampler_params {
     float temp;    /* 0 = greedy */

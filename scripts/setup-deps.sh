@@ -5,7 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-debs=(cmake gcc make pkg-config libcmocka-dev libutf8proc-dev libcjson-dev python3-venv)
+# clang-14 with its runtimes (libFuzzer, sanitizers) and OpenMP builds the fuzz targets.
+debs=(cmake gcc make pkg-config libcmocka-dev libutf8proc-dev libcjson-dev python3-venv
+      clang-14 libclang-rt-14-dev libomp-14-dev)
 missing=()
 for p in "${debs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

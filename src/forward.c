@@ -12,7 +12,7 @@
 #include <string.h>
 
 #include "attn/dense.h"
-#include "context.h"
+#include "backend_cpu.h"
 #include "error.h"
 #include "quant.h"
 
@@ -37,7 +37,7 @@ void fasa_rope_apply(float *x, int32_t n_heads, int32_t head_dim, fasa_rope_layo
     }
 }
 
-static void matmul(const fasa_context *c, const fasa_weight *w, const float *x, int32_t n, float *y) {
+static void matmul(const cpu_backend *c, const fasa_weight *w, const float *x, int32_t n, float *y) {
     quant_matmul(w->type, w->data, w->rows, w->cols, x, n, y, c->n_threads);
 }
 
@@ -53,7 +53,7 @@ static void add_bias(float *y, const float *b, int32_t n, int64_t rows) {
 
 /* Angles in double: at positions in the hundreds of thousands a float
  * product would lose the low bits that set the fast frequencies' phase. */
-static void rope_tables(fasa_context *c, int32_t pos0, int32_t n) {
+static void rope_tables(cpu_backend *c, int32_t pos0, int32_t n) {
     const fasa_model *m = c->model;
     const int32_t half = m->info.head_dim / 2;
     for (int32_t t = 0; t < n; t++)
@@ -66,7 +66,7 @@ static void rope_tables(fasa_context *c, int32_t pos0, int32_t n) {
 
 /* Causal dense attention of the chunk's queries over the cache (which already
  * holds the chunk's own keys): token t at position pos0 + t sees pos0 + t + 1 keys. */
-static void attention_dense(fasa_context *c, int32_t layer, int32_t pos0, int32_t n) {
+static void attention_dense(cpu_backend *c, int32_t layer, int32_t pos0, int32_t n) {
     const fasa_model_info *in = &c->model->info;
     const int32_t d = in->head_dim, group = in->n_heads / in->n_kv_heads;
     const int64_t qstride = (int64_t)in->n_heads * d;
@@ -86,9 +86,9 @@ static void attention_dense(fasa_context *c, int32_t layer, int32_t pos0, int32_
  * choice of tokens: a KV group, or a single query head when the policy
  * selects per head. First each unit's tokens are chosen (policy select, or
  * every cached token), then the attention over them runs in parts of
- * CONTEXT_DECODE_PART tokens spread over all threads, then the parts are merged. A
+ * CPU_DECODE_PART tokens spread over all threads, then the parts are merged. A
  * policy that observes the weights gets each unit done in one part. */
-static void attention_decode(fasa_context *c, int32_t layer, int32_t pos) {
+static void attention_decode(cpu_backend *c, int32_t layer, int32_t pos) {
     attn_policy *p = c->policy;
     const fasa_model_info *in = &c->model->info;
     const int32_t d = in->head_dim, group = in->n_heads / in->n_kv_heads, n_ctx = c->kv.n_ctx;
@@ -127,7 +127,7 @@ static void attention_decode(fasa_context *c, int32_t layer, int32_t pos) {
     first_part[0] = 0;
     for (int32_t u = 0; u < n_units; u++) {
         const int32_t n = count[u] < 0 ? pos + 1 : count[u];
-        first_part[u + 1] = first_part[u] + (n + CONTEXT_DECODE_PART - 1) / CONTEXT_DECODE_PART;
+        first_part[u + 1] = first_part[u] + (n + CPU_DECODE_PART - 1) / CPU_DECODE_PART;
     }
     const int64_t part_floats = attn_part_floats(uq, d);
 #pragma omp parallel for schedule(dynamic, 1) num_threads(c->n_threads)
@@ -135,7 +135,7 @@ static void attention_decode(fasa_context *c, int32_t layer, int32_t pos) {
         int32_t u = 0;
         while (first_part[u + 1] <= t) u++;
         const int32_t qh = u * uq, n = count[u] < 0 ? pos + 1 : count[u];
-        const int32_t j0 = (t - first_part[u]) * CONTEXT_DECODE_PART, j1 = j0 + CONTEXT_DECODE_PART < n ? j0 + CONTEXT_DECODE_PART : n;
+        const int32_t j0 = (t - first_part[u]) * CPU_DECODE_PART, j1 = j0 + CPU_DECODE_PART < n ? j0 + CPU_DECODE_PART : n;
         const int32_t *idx = count[u] < 0 ? NULL : c->unit_idx + (int64_t)u * n_ctx;
         float *scratch = c->attn_scratch + omp_get_thread_num() * c->attn_scratch_stride;
         attn_dense_part(&c->kv, layer, qh / group, c->q + (int64_t)qh * d, uq, idx, j0, j1, scale,
@@ -146,7 +146,7 @@ static void attention_decode(fasa_context *c, int32_t layer, int32_t pos) {
                    c->xb + (int64_t)u * uq * d);
 }
 
-static void remember_queries(fasa_context *c, int32_t layer, int32_t pos0, int32_t n) {
+static void remember_queries(cpu_backend *c, int32_t layer, int32_t pos0, int32_t n) {
     const int64_t HD = (int64_t)c->model->info.n_heads * c->model->info.head_dim;
     const int32_t first = n > ATTN_QUERY_HISTORY ? n - ATTN_QUERY_HISTORY : 0;
     for (int32_t t = first; t < n; t++)
@@ -155,22 +155,16 @@ static void remember_queries(fasa_context *c, int32_t layer, int32_t pos0, int32
 }
 
 /* Prefill (n > 1) is dense for every policy, as in the paper; the policy
- * then sees the chunk's queries. A single token is a decode step, on the GPU
- * when the context has a GPU cache (context_gpu.h). */
-void forward_attention(fasa_context *c, int32_t layer, int32_t pos0, int32_t n) {
+ * then sees the chunk's queries. A single token is a decode step. */
+void forward_attention(cpu_backend *c, int32_t layer, int32_t pos0, int32_t n) {
     attn_policy *p = c->policy;
-    if (n == 1 && c->gpu) {
-        if (!c->fault) context_set_fault(c, context_gpu_decode(c->gpu, layer, p, c->q, c->xb));
-    } else if (n == 1) {
-        attention_decode(c, layer, pos0);
-    } else {
-        attention_dense(c, layer, pos0, n);
-    }
+    if (n == 1) attention_decode(c, layer, pos0);
+    else attention_dense(c, layer, pos0, n);
     if (p && n > 1 && p->ops->prefill) p->ops->prefill(p, &c->kv, layer, c->q, pos0, n);
     remember_queries(c, layer, pos0, n);
 }
 
-static void layer_forward(fasa_context *c, int32_t l, int32_t pos0, int32_t n) {
+static void layer_forward(cpu_backend *c, int32_t l, int32_t pos0, int32_t n) {
     const fasa_model *m = c->model;
     const fasa_model_info *in = &m->info;
     const fasa_layer *L = &m->layers[l];
@@ -190,10 +184,8 @@ static void layer_forward(fasa_context *c, int32_t l, int32_t pos0, int32_t n) {
         fasa_rope_apply(c->q + t * HD, in->n_heads, d, in->rope_layout, cs, sn);
         fasa_rope_apply(c->k + t * KVD, in->n_kv_heads, d, in->rope_layout, cs, sn);
         kv_store(&c->kv, l, pos0 + t, c->k + t * KVD, c->v + t * KVD);
-        /* With a GPU cache the policy never selects here: its GPU twin keeps the labels. */
-        if (c->policy && c->policy->ops->append && !c->gpu) c->policy->ops->append(c->policy, &c->kv, l, pos0 + t);
+        if (c->policy && c->policy->ops->append) c->policy->ops->append(c->policy, &c->kv, l, pos0 + t);
     }
-    if (c->gpu && !c->fault) context_set_fault(c, context_gpu_append(c->gpu, l, c->k, c->v, n));
     forward_attention(c, l, pos0, n);
     matmul(c, &L->wo, c->xb, n, c->proj);
     add_into(c->x, c->proj, (int64_t)n * E);
@@ -209,9 +201,7 @@ static void layer_forward(fasa_context *c, int32_t l, int32_t pos0, int32_t n) {
     add_into(c->x, c->proj, (int64_t)n * E);
 }
 
-/* One chunk of at most n_batch tokens. */
-static void forward_chunk(fasa_context *c, const int32_t *tokens, int32_t n, float *logits,
-                          bool all_logits) {
+void cpu_forward(cpu_backend *c, const int32_t *tokens, int32_t n, float *logits, bool all_logits) {
     const fasa_model *m = c->model;
     const int32_t E = m->info.n_embd, pos0 = c->kv.n_tokens;
     const size_t row_bytes = quant_row_bytes(m->tok_embd.type, E);
@@ -226,28 +216,4 @@ static void forward_chunk(fasa_context *c, const int32_t *tokens, int32_t n, flo
     for (int32_t t = first; t < n; t++)
         rmsnorm(c->xb + (int64_t)(t - first) * E, c->x + (int64_t)t * E, m->output_norm, E, m->rms_eps);
     matmul(c, &m->output, c->xb, n_out, logits);
-}
-
-fasa_status fasa_eval(fasa_context *c, const int32_t *tokens, int32_t n, float *logits, bool all_logits) {
-    if (!c || (!tokens && n > 0) || n < 0) return fasa_error(FASA_E_ARG, "fasa_eval: invalid arguments");
-    const int32_t n_vocab = c->model->info.n_vocab;
-    for (int32_t i = 0; i < n; i++)
-        if (tokens[i] < 0 || tokens[i] >= n_vocab)
-            return fasa_error(FASA_E_ARG, "token id %d at index %d is outside the vocabulary [0, %d)",
-                              tokens[i], i, n_vocab);
-    fasa_status st = context_check_fault(c);
-    if (st) return st;
-    if (n > c->kv.n_ctx - c->kv.n_tokens)
-        return fasa_error(FASA_E_CONTEXT, "%d tokens do not fit: %d of the context's %d are already used",
-                          n, c->kv.n_tokens, c->kv.n_ctx);
-    for (int32_t i = 0; i < n; i += c->n_batch) {
-        const int32_t nb = n - i < c->n_batch ? n - i : c->n_batch;
-        const bool last = i + nb == n;
-        float *out = NULL;
-        if (logits && all_logits) out = logits + (int64_t)i * n_vocab;
-        else if (logits && last) out = logits;
-        forward_chunk(c, tokens + i, nb, out, all_logits);
-        if ((st = context_check_fault(c))) return st;
-    }
-    return FASA_OK;
 }

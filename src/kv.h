@@ -12,6 +12,10 @@
 
 #include "fasa.h"
 
+/* The largest head dimension anything here handles: the model loader
+ * refuses larger heads, so code may size per-head stack arrays by it. */
+#define FASA_MAX_HEAD_DIM 1024
+
 typedef struct fasa_kv {
     int32_t n_layers;
     int32_t n_kv_heads;

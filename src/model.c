@@ -86,6 +86,9 @@ static fasa_status read_hparams(fasa_model *m) {
         return st;
     if (in->head_dim % 2)
         return fasa_error(FASA_E_FORMAT, "head dimension %d is odd; RoPE needs pairs", in->head_dim);
+    if (in->head_dim > FASA_MAX_HEAD_DIM)
+        return fasa_error(FASA_E_UNSUPPORTED, "head dimension %d is over the %d this build supports", in->head_dim,
+                          FASA_MAX_HEAD_DIM);
     int32_t rope_dims = in->head_dim;
     arch_key(ar, "rope.dimension_count", key, sizeof key);
     if (gguf_find_kv(g, key) && (st = get_arch_u32(g, ar, "rope.dimension_count", &rope_dims, 1, 1024)))

@@ -6,6 +6,7 @@
 #define FASA_QUANT_INTERNAL_H
 
 #include "quant.h"
+#include "quant_block.h"
 
 #include <string.h>
 
@@ -69,30 +70,8 @@ static inline float quant_load_f16(const uint8_t *p) {
 #endif
 }
 
-/* Field unpacking shared by the scalar and the vector decoders. */
-
-/* q4_k and q5_k pack eight 6-bit scales and eight 6-bit mins in 12 bytes:
- * sub-blocks 0-3 in the low 6 bits of bytes 0-3 (scales) and 4-7 (mins);
- * sub-blocks 4-7 in the nibbles of bytes 8-11 (scale low, min high) with
- * their top two bits in the spare high bits of bytes 0-3 and 4-7. */
-static inline void quant_k_scale_min(const uint8_t *s, int sub, int *sc, int *mn) {
-    if (sub < 4) {
-        *sc = s[sub] & 63;
-        *mn = s[sub + 4] & 63;
-    } else {
-        *sc = (s[sub + 4] & 0xf) | ((s[sub - 4] >> 6) << 4);
-        *mn = (s[sub + 4] >> 4) | ((s[sub] >> 6) << 4);
-    }
-}
-
-/* q3_k packs sixteen 6-bit scales, stored offset by 32, in 12 bytes: the low
- * four bits of scale j in byte j % 8 (low nibble for j < 8, high nibble
- * after), the top two in byte 8 + j % 4 at bits 2 (j / 4). */
-static inline int quant_q3_k_scale(const uint8_t *s, int j) {
-    int lo = (s[j % 8] >> (4 * (j / 8))) & 0xf;
-    int hi = (s[8 + j % 4] >> (2 * (j / 4))) & 3;
-    return (lo | (hi << 4)) - 32;
-}
+/* Field unpacking shared by the scalar, vector and GPU decoders:
+ * quant_k_scale_min (q4_k, q5_k) and quant_q3_k_scale, in quant_block.h. */
 
 /* Floats per vector register of the kernels this build compiles: AVX-512
  * (16), AVX2 with FMA and F16C (8), or none (scalar fallback). */

@@ -4,18 +4,8 @@
 #include <stdlib.h>
 
 #include "error.h"
-#include "fasa.h"
+#include "sampler.h"
 
-struct fasa_sampler {
-    fasa_sampler_params p;
-    int32_t n_vocab;
-    uint64_t state;
-    struct cand {
-        float logit;
-        int32_t id;
-    } *cand;
-    double *prob; /* softmax weights of the sorted candidates */
-};
 
 fasa_sampler_params fasa_sampler_default_params(void) {
     return (fasa_sampler_params){.temp = 0.0f, .top_p = 1.0f, .top_k = 0, .seed = 42};

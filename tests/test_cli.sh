@@ -104,7 +104,7 @@ grep -q "attention-mass recall" "$tmp/out" && grep -q "per layer at K=16" "$tmp/
 expect_error "bad device" "--device expects cpu, cuda or cuda-m" "$FASA" generate -m "$MODEL" -p hi --device gpu
 expect_error "eval on gpu" "runs on the CPU only" "$FASA" eval ppl -m "$MODEL" --device cuda
 expect_error "ca on gpu" "runs on the CPU only" "$FASA" ca -m "$MODEL" -f "$tmp/ppl.txt" --device cuda-m --methods stream
-expect_error "cpu-only method on gpu" "CUDA|runs on the CPU only" "$FASA" generate -m "$MODEL" -p hi --device cuda --attn stream --budget 16
+expect_error "cpu-only method on gpu" "CUDA|callbacks on a CPU cache" "$FASA" generate -m "$MODEL" -p hi --device cuda --attn stream --budget 16
 gen=(generate -m "$MODEL" -p "The three primary colours are" -n 24 --temp 0 --kv-type f16)
 expect_ok "generate cpu f16" "$FASA" "${gen[@]}"
 cp "$tmp/out" "$tmp/cpu.txt"

@@ -319,6 +319,8 @@ static void test_fasa_all_fcs_equals_oracle(void **state) {
         const fasa_attn_params op = {.method = "oracle", .budget = BUDGET, .per_head = per_head};
         assert_int_equal(attn_policy_create(&fp, &shape, 0, &f), FASA_OK);
         assert_int_equal(attn_policy_create(&op, &shape, 0, &o), FASA_OK);
+        assert_int_equal(attn_policy_bind_cpu(f), FASA_OK);
+        assert_int_equal(attn_policy_bind_cpu(o), FASA_OK);
         for (int l = 0; l < NL; l++)
             for (int t = 0; t < N; t++) f->ops->append(f, &kv, l, t);
         float *sf = malloc(sizeof(float) * f->scratch_floats), *so = malloc(sizeof(float) * o->scratch_floats);
@@ -361,6 +363,7 @@ static void test_fasa_sinks(void **state) {
     const fasa_attn_params fp = {.method = "fasa", .budget = BUDGET, .calib = cal, .n_tip = D / 2, .per_head = 2,
                                  .n_sink = SINKS, .dense_layers = ""};
     assert_int_equal(attn_policy_create(&fp, &shape, 0, &f), FASA_OK);
+    assert_int_equal(attn_policy_bind_cpu(f), FASA_OK);
     for (int t = 0; t < N; t++) f->ops->append(f, &kv, 0, t);
     float *scratch = malloc(sizeof(float) * f->scratch_floats), q[NH * D], sc[N];
     int32_t idx[N];

@@ -299,10 +299,11 @@ static void test_eval_errors(void **state) {
     free(x);
 }
 
-/* Decode attention on a GPU: where there is none (or no CUDA in the build)
- * the context fails with a clear CUDA error; where there is one, decoding
- * (also after a truncation) gives the CPU's logits, fp16 K/V on both sides,
- * and a method without a GPU implementation is refused by name. */
+/* The whole model on a GPU: where there is none (or no CUDA in the build)
+ * the context fails with a clear CUDA error; where there is one, prefill
+ * and decode (also after a truncation) give the CPU's logits, fp16 K/V on
+ * both sides, sampling on the device draws the CPU sampler's tokens, and a
+ * policy that selects through CPU callbacks is refused with the reason. */
 static void test_gpu_device(void **state) {
     fasa_model_info in;
     fasa_model_get_info(real, &in);
@@ -328,6 +329,8 @@ static void test_gpu_device(void **state) {
     for (int round = 0; round < 2; round++) {
         assert_int_equal(fasa_eval(c, prompt, 12, x, false), FASA_OK);
         assert_int_equal(fasa_eval(g, prompt, 12, y, false), FASA_OK);
+        const double ep = rel_err(y, x, in.n_vocab);
+        if (ep > 1e-3) fail_msg("round %d: GPU vs CPU prefill relative error %.3g", round, ep);
         for (int t = 12; t < N_PROMPT; t++) {
             assert_int_equal(fasa_eval(c, &prompt[t], 1, x, false), FASA_OK);
             assert_int_equal(fasa_eval(g, &prompt[t], 1, y, false), FASA_OK);
@@ -337,9 +340,24 @@ static void test_gpu_device(void **state) {
         assert_int_equal(fasa_context_truncate(c, 0), FASA_OK);
         assert_int_equal(fasa_context_truncate(g, 0), FASA_OK);
     }
+    /* Sampling where the logits are: the same draws as on the CPU. */
+    const fasa_sampler_params sp = {0.8f, 0.9f, 40, 7};
+    fasa_sampler *sc, *sg;
+    assert_int_equal(fasa_sampler_init(&sp, in.n_vocab, &sc), FASA_OK);
+    assert_int_equal(fasa_sampler_init(&sp, in.n_vocab, &sg), FASA_OK);
+    assert_int_equal(fasa_eval(c, prompt, 12, x, false), FASA_OK);
+    assert_int_equal(fasa_eval(g, prompt, 12, y, false), FASA_OK);
+    int32_t tc = fasa_sampler_sample(sc, x), tg = fasa_sampler_sample(sg, y);
+    for (int t = 0; t < 16; t++) {
+        assert_int_equal(tg, tc);
+        assert_int_equal(fasa_decode_sample(c, tc, sc, &tc), FASA_OK);
+        assert_int_equal(fasa_decode_sample(g, tg, sg, &tg), FASA_OK);
+    }
+    fasa_sampler_free(sc);
+    fasa_sampler_free(sg);
     const fasa_attn_params stream = {.method = "stream", .budget = 16};
     assert_int_equal(fasa_context_set_attention(g, &stream), FASA_E_UNSUPPORTED);
-    assert_non_null(strstr(fasa_last_error(), "CPU only"));
+    assert_non_null(strstr(fasa_last_error(), "CPU cache"));
     fasa_context_free(c);
     fasa_context_free(g);
     free(x);

@@ -93,7 +93,7 @@ static attn_policy *create(fasa_attn_params prm, int32_t n_cached) {
     const attn_shape shape = {N_LAYERS, N_HEADS, N_KV, D, N_CTX, FASA_ROPE_INTERLEAVED};
     attn_policy *p = NULL;
     const fasa_status st = attn_policy_create(&prm, &shape, n_cached, &p);
-    if (st) fail_msg("creating %s: %s", prm.method, fasa_last_error());
+    if (st || attn_policy_bind_cpu(p)) fail_msg("creating %s: %s", prm.method, fasa_last_error());
     assert_non_null(p);
     return p;
 }
@@ -286,7 +286,7 @@ static void test_tiny_context(void **state) {
             fasa_attn_params prm = {.method = methods[mi], .budget = 4, .per_head = per_head, .page = 2,
                                     .window = 2, .refresh = 2, .sparq_r = D};
             attn_policy *p = NULL;
-            if (attn_policy_create(&prm, &shape, 0, &p)) fail_msg("%s", fasa_last_error());
+            if (attn_policy_create(&prm, &shape, 0, &p) || attn_policy_bind_cpu(p)) fail_msg("%s", fasa_last_error());
             float *scratch = malloc((size_t)(p->scratch_floats ? p->scratch_floats : 1) * sizeof *scratch);
             assert_non_null(scratch);
             if (p->ops->append)

@@ -411,6 +411,27 @@ static void test_bf16(void **state) {
 
 /* Block formats: 16 blocks' worth; per-element formats: not a multiple of
  * 32, so the vector kernels' tail runs too. */
+/* The eight-element decoders the GPU kernels use (quant_block.h), by type. */
+typedef void (*block8_fn)(const uint8_t *b, int j, float *out);
+static block8_fn block8_of(uint32_t type) {
+    switch (type) {
+    case FASA_TYPE_F32: return qb_dequant8_f32;
+    case FASA_TYPE_F16: return qb_dequant8_f16;
+    case FASA_TYPE_BF16: return qb_dequant8_bf16;
+    case FASA_TYPE_Q4_0: return qb_dequant8_q4_0;
+    case FASA_TYPE_Q4_1: return qb_dequant8_q4_1;
+    case FASA_TYPE_Q5_0: return qb_dequant8_q5_0;
+    case FASA_TYPE_Q5_1: return qb_dequant8_q5_1;
+    case FASA_TYPE_Q8_0: return qb_dequant8_q8_0;
+    case FASA_TYPE_Q2_K: return qb_dequant8_q2_k;
+    case FASA_TYPE_Q3_K: return qb_dequant8_q3_k;
+    case FASA_TYPE_Q4_K: return qb_dequant8_q4_k;
+    case FASA_TYPE_Q5_K: return qb_dequant8_q5_k;
+    case FASA_TYPE_Q6_K: return qb_dequant8_q6_k;
+    }
+    return NULL;
+}
+
 static int64_t test_len(const test_format *f) {
     return f->block_size == 1 ? 4096 + 13 : 16 * 256;
 }
@@ -442,6 +463,34 @@ static void test_dequant_matches_spec(void **state) {
         free(want);
         free(got);
         free(ref);
+    }
+}
+
+/* Every group of eight elements, as the GPU decodes them, against the
+ * format description; a whole-element format is taken 8 elements at a time. */
+static void test_block8_matches_spec(void **state) {
+    (void)state;
+    uint64_t s = 11;
+    for (size_t fi = 0; fi < N_FORMATS; fi++) {
+        const test_format *f = &formats[fi];
+        const int64_t n = test_len(f) / 8 * 8, per = f->block_size >= 8 ? f->block_size : 8;
+        const size_t bytes = f->block_size >= 8 ? f->block_bytes : 8 * f->block_bytes;
+        block8_fn fn = block8_of(f->type);
+        assert_non_null(fn);
+        uint8_t *row = make_row(f, n, &s);
+        double *want = malloc((size_t)n * sizeof *want);
+        assert_non_null(want);
+        spec_dequant(f, row, want, n);
+        for (int64_t e0 = 0; e0 < n; e0 += 8) {
+            float got[8];
+            fn(row + (size_t)(e0 / per) * bytes, (int)(e0 % per / 8), got);
+            for (int i = 0; i < 8; i++)
+                if (got[i] != (float)want[e0 + i])
+                    fail_msg("%s element %lld: block8 %.9g, spec %.9g", f->name, (long long)(e0 + i), (double)got[i],
+                             want[e0 + i]);
+        }
+        free(row);
+        free(want);
     }
 }
 
@@ -696,6 +745,7 @@ int main(void) {
         cmocka_unit_test(test_f32_to_f16_public),
         cmocka_unit_test(test_bf16),
         cmocka_unit_test(test_dequant_matches_spec),
+        cmocka_unit_test(test_block8_matches_spec),
         cmocka_unit_test(test_dot),
         cmocka_unit_test(test_matmul),
         cmocka_unit_test(test_matmul_long_rows),

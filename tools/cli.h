@@ -17,6 +17,7 @@ int cmd_calibrate(int argc, char **argv);
 int cmd_ca(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_report(int argc, char **argv);
+int cmd_synth(int argc, char **argv);
 
 /* Prints "fasa CMD: error: ..." to stderr and returns 1 (for `return cli_fail(...)`). */
 int cli_fail(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -66,7 +67,7 @@ void cli_progress_end(cli_progress *p);
 
 typedef struct cli_attn {
     fasa_attn_params p;
-    fasa_device device; /* --device: where decode attention runs */
+    fasa_device device; /* --device: where the model runs */
     const char *calib_path;
     fasa_calib *calib; /* loaded by cli_attn_apply */
 } cli_attn;

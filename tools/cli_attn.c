@@ -80,9 +80,10 @@ void cli_attn_help(void) {
            "      --page N         quest: page size (default 16)\n"
            "      --sparq-r R      sparq: query coordinates used (default head_dim/4)\n"
            "      --attn-seed S    random: seed\n"
-           "      --device D       where decode attention runs: cpu (default), cuda (FASA-C: K, V and\n"
-           "                       labels in GPU memory) or cuda-m (FASA-M: K and V in host memory);\n"
-           "                       on a GPU --attn is full or fasa (fasa: --select group, --fc 4, 8, 16 ...)\n");
+           "      --device D       where the model runs: cpu (default), cuda (an NVIDIA GPU; weights, K, V\n"
+           "                       and labels in GPU memory: FASA-C) or cuda-m (K and V in pinned host\n"
+           "                       memory, the selected rows read over PCIe: FASA-M); on a GPU --attn is\n"
+           "                       full or fasa (fasa: --select group, --fc 4, 8, 16 ...)\n");
 }
 
 const char *cli_device_name(fasa_device d) {

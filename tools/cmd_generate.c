@@ -166,14 +166,15 @@ static int run(gen_opts *o, fasa_model *m) {
     const double t1 = cli_now();
     if (!o->chat) fwrite(prompt, 1, strlen(prompt), stdout);
 
-    int32_t n_gen = 0, n_dec = 0;
+    /* Each decode step samples its successor where the logits are (on a
+     * GPU they never come back to the host). */
+    int32_t n_gen = 0, n_dec = 0, tok = fasa_sampler_sample(smp, logits);
     while (n_gen < o->n_predict) {
-        const int32_t tok = fasa_sampler_sample(smp, logits);
         if (fasa_token_is_eog(m, tok)) break;
         emit(m, tok);
         n_gen++;
         if (n_gen == o->n_predict || fasa_context_n_past(ctx) >= fasa_context_n_ctx(ctx)) break;
-        if (fasa_eval(ctx, &tok, 1, logits, false) != FASA_OK) {
+        if (fasa_decode_sample(ctx, tok, smp, &tok) != FASA_OK) {
             cli_fail(CMD, "%s", fasa_last_error());
             goto done;
         }

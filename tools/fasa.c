@@ -15,6 +15,7 @@ static const struct {
     {"ca", cmd_ca, "contextual-agreement table: how well each method recovers the exact top-k"},
     {"eval", cmd_eval, "evaluate methods side by side: ppl, needle, gen, ca (results to a folder)"},
     {"report", cmd_report, "tables and plots from a `fasa eval` results folder"},
+    {"synth", cmd_synth, "write a random-weight GGUF model of a Llama shape (speed measurements)"},
 };
 
 static void usage(FILE *f) {

@@ -92,6 +92,8 @@ fasa_status attn_policy_create_ops(const attn_policy_ops *ops, const fasa_attn_p
     return FASA_OK;
 }
 
+fasa_status attn_policy_bind_cpu(attn_policy *p) { return p->ops->bind_cpu ? p->ops->bind_cpu(p) : FASA_OK; }
+
 void attn_policy_free(attn_policy *p) {
     if (!p) return;
     if (p->ops->free) p->ops->free(p);

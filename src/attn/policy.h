@@ -39,6 +39,10 @@ typedef struct attn_policy_ops {
     bool per_head_default; /* selects per query head unless the user asks otherwise */
     /* Allocates state for p->shape and p->params; sets p->scratch_floats. */
     fasa_status (*init)(attn_policy *p);
+    /* Optional: allocates what select needs to work on a CPU cache (the CPU
+     * backend calls it when it installs the policy; a backend that selects
+     * by p->labels itself never does). */
+    fasa_status (*bind_cpu)(attn_policy *p);
     void (*free)(attn_policy *p);
     /* Optional: the cache was emptied or cut back to n_tokens. */
     void (*truncate)(attn_policy *p, int32_t n_tokens);
@@ -69,6 +73,8 @@ typedef struct attn_policy_ops {
  * that a policy installed after the prefill can still see them. */
 #define ATTN_QUERY_HISTORY 64
 
+struct label_set;
+
 struct attn_policy {
     const attn_policy_ops *ops;
     fasa_attn_params params; /* with defaults resolved (method-specific ones by init) */
@@ -78,6 +84,12 @@ struct attn_policy {
     int32_t n_cached;       /* tokens already in the cache when the policy was installed */
     int64_t scratch_floats; /* per-thread scratch select needs, set by init */
     void *state;
+    /* What a backend needs to know to select as this policy does without
+     * calling select on the CPU's cache: when set, the policy takes the top
+     * `budget` tokens by the summed q . label score of its selection unit,
+     * labels being the key coordinates this set names (labels.h). NULL: the
+     * policy selects only through its callbacks (a CPU cache). */
+    const struct label_set *labels;
 };
 
 /* Creates the policy params->method names (checking the generic parameters),
@@ -88,6 +100,9 @@ fasa_status attn_policy_create(const fasa_attn_params *params, const attn_shape 
 fasa_status attn_policy_create_ops(const attn_policy_ops *ops, const fasa_attn_params *params,
                                    const attn_shape *shape, int32_t n_cached, attn_policy **out);
 void attn_policy_free(attn_policy *p);
+/* Readies p to select on a CPU cache (ops->bind_cpu); whoever drives a
+ * policy's select directly calls it once after creating it. */
+fasa_status attn_policy_bind_cpu(attn_policy *p);
 
 /* Shared helpers for policies. */
 

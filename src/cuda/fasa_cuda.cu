@@ -407,6 +407,46 @@ fasa_status fasa_cuda_layer_append(fasa_cuda_layer *l, const float *k, const flo
     return FASA_OK;
 }
 
+fasa_status fasa_cuda_layer_append_dev(fasa_cuda_layer *l, const float *k, const float *v, int32_t n) {
+    fasa_cuda_ctx *ctx = l->ctx;
+    const fasa_cuda_params *p = &ctx->p;
+    if (n < 0 || (n > 0 && (!k || !v))) return fasa_error(FASA_E_ARG, "fasa_cuda_layer_append_dev: bad arguments");
+    if ((int64_t)l->n_past + n > p->n_ctx)
+        return fasa_error(FASA_E_CONTEXT, "fasa_cuda: appending %d tokens to %d cached would exceed n_ctx = %d",
+                          n, l->n_past, p->n_ctx);
+    if (n == 0) return FASA_OK;
+    const cache_args a = cache_args_for(l, l->n_past, n);
+    cache_store_kernel<<<cache_grid((int64_t)n * p->n_kv_heads * p->head_dim, 256), 256, 0, ctx->stream>>>(a, k, v);
+    CUDA_TRY_LAUNCH("cache_store_kernel");
+    fasa_status s = launch_labels(&a, ctx->stream);
+    if (s != FASA_OK) return s;
+    l->n_past += n;
+    return FASA_OK;
+}
+
+fasa_status fasa_cuda_layer_copy(fasa_cuda_layer *dst, const fasa_cuda_layer *src) {
+    const fasa_cuda_params *p = &dst->ctx->p, *q = &src->ctx->p;
+    if (p->n_kv_heads != q->n_kv_heads || p->head_dim != q->head_dim || src->n_past > p->n_ctx)
+        return fasa_error(FASA_E_ARG, "fasa_cuda_layer_copy: layers of different shapes");
+    cudaStream_t st = dst->ctx->stream;
+    /* the source's pending work (its own stream) must have landed */
+    CUDA_TRY(cudaStreamSynchronize(src->ctx->stream));
+    const size_t rows = (size_t)src->n_past * p->head_dim * sizeof(__half);
+    for (int32_t h = 0; h < p->n_kv_heads && rows; ++h) {
+        CUDA_TRY(cudaMemcpyAsync(dst->k + (size_t)h * p->n_ctx * p->head_dim, src->k + (size_t)h * q->n_ctx * q->head_dim,
+                                 rows, cudaMemcpyDefault, st));
+        CUDA_TRY(cudaMemcpyAsync(dst->v + (size_t)h * p->n_ctx * p->head_dim, src->v + (size_t)h * q->n_ctx * q->head_dim,
+                                 rows, cudaMemcpyDefault, st));
+    }
+    if (src->n_past > 0) {
+        const cache_args a = cache_args_for(dst, 0, src->n_past);
+        fasa_status s = launch_labels(&a, st);
+        if (s != FASA_OK) return s;
+    }
+    dst->n_past = src->n_past;
+    return fasa_cuda_ctx_sync(dst->ctx);
+}
+
 fasa_status fasa_cuda_layer_fill_random(fasa_cuda_layer *l, int32_t n, uint64_t seed) {
     fasa_cuda_ctx *ctx = l->ctx;
     if (n <= 0 || n > ctx->p.n_ctx)
@@ -466,6 +506,22 @@ fasa_status fasa_cuda_dense_step(fasa_cuda_layer *l, const float *q, float *out)
     const fasa_cuda_ctx *ctx = l->ctx;
     attn_args a = attn_args_for(l, q, out);
     a.n_tokens = l->n_past;
+    a.hpu = ctx->group;
+    attn_plan(&a, ctx->p.n_kv_heads, ctx->n_sms, ctx->attn_ctas_per_sm, ctx->tune.attn_warps,
+              ctx->tune.attn_steps_per_warp);
+    CUDA_TRY(attn_launch(&a, ctx->p.n_kv_heads, ctx->p.head_dim, ctx->tune.attn_warps, ctx->stream, ctx->tune.pdl));
+    return FASA_OK;
+}
+
+fasa_status fasa_cuda_dense_rows(fasa_cuda_layer *l, int32_t n_rows, const float *q, float *out) {
+    fasa_status s = check_step(l, q, out, "fasa_cuda_dense_rows");
+    if (s != FASA_OK) return s;
+    if (n_rows <= 0 || n_rows > l->n_past)
+        return fasa_error(FASA_E_ARG, "fasa_cuda_dense_rows: %d rows of %d cached", n_rows, l->n_past);
+    const fasa_cuda_ctx *ctx = l->ctx;
+    attn_args a = attn_args_for(l, q, out);
+    a.n_rows = n_rows;
+    a.n_tokens = n_rows;
     a.hpu = ctx->group;
     attn_plan(&a, ctx->p.n_kv_heads, ctx->n_sms, ctx->attn_ctas_per_sm, ctx->tune.attn_warps,
               ctx->tune.attn_steps_per_warp);

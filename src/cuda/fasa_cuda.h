@@ -78,6 +78,12 @@ uint64_t fasa_cuda_layer_host_bytes(const fasa_cuda_layer *l);
  * with respect to the host arrays (they may be reused on return).
  * FASA_E_CONTEXT when the cache would overflow (the cache is left unchanged). */
 fasa_status fasa_cuda_layer_append(fasa_cuda_layer *l, const float *k, const float *v, int32_t n);
+/* The same from DEVICE arrays [n][n_kv_heads][head_dim] fp32, enqueued only
+ * (the arrays must stay valid until the stream reaches the append). */
+fasa_status fasa_cuda_layer_append_dev(fasa_cuda_layer *l, const float *k, const float *v, int32_t n);
+/* dst (a layer of another context of the same shape) takes src's cached
+ * tokens: K and V copied on the device, dst's labels derived from them. */
+fasa_status fasa_cuda_layer_copy(fasa_cuda_layer *dst, const fasa_cuda_layer *src);
 /* Forgets every cached token. */
 void fasa_cuda_layer_reset(fasa_cuda_layer *l);
 /* Keeps the first n cached tokens (0 <= n <= n_past). */
@@ -87,6 +93,9 @@ fasa_status fasa_cuda_layer_truncate(fasa_cuda_layer *l, int32_t n);
  * [n_heads][head_dim] fp32; q is the post-RoPE query of the new token (its
  * own K and V must already be appended). Enqueued only. */
 fasa_status fasa_cuda_dense_step(fasa_cuda_layer *l, const float *q, float *out);
+/* Dense attention of one query over the first n_rows cached tokens (a
+ * prompt token's causal attention during a prefill). Enqueued only. */
+fasa_status fasa_cuda_dense_rows(fasa_cuda_layer *l, int32_t n_rows, const float *q, float *out);
 /* One FASA decode step: TIP over the label cache, top-n_fac token selection,
  * exact attention over the selected tokens. Where n_fac covers every cached
  * token this is the dense step. Enqueued only. */

@@ -231,6 +231,7 @@ fasa_status ca_measure(fasa_model *m, const int32_t *tokens, int32_t n, const ca
             fasa_attn_params ap = req->cands[i].params;
             ap.budget = req->budgets[b];
             st = attn_policy_create(&ap, &shape, 0, &ps->cands[i * req->n_budgets + b]);
+            if (!st) st = attn_policy_bind_cpu(ps->cands[i * req->n_budgets + b]);
         }
     if (!st) st = probe_alloc(probe, ps);
     if (st) {

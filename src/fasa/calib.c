@@ -321,7 +321,7 @@ static void greedy_take(fasa_calib *cal, greedy_state *st, int32_t r) {
                 for (int32_t i = 0; i < F; i++)
                     if (!in[i] && (best < 0 || gain[i] > gain[best])) best = i;
             } else {
-                unsigned char chosen[512];
+                unsigned char chosen[FASA_MAX_HEAD_DIM / 2];
                 calib_group_top_fcs(cal, l, h, r + 1, chosen); /* the first r are the greedy ones */
                 for (int32_t i = 0; i < F && best < 0; i++)
                     if (chosen[i] && !in[i]) best = i;
@@ -341,7 +341,7 @@ static fasa_status calib_greedy(fasa_context *c, fasa_calib *cal, const int32_t 
     attn_policy *p = NULL;
     const fasa_attn_params ap = {.method = "calibration-greedy", .budget = cp->budget, .dense_layers = ""};
     const attn_shape shape = context_attn_shape(c);
-    if (!st) st = attn_policy_create_ops(&greedy_ops, &ap, &shape, c->kv.n_tokens, &p);
+    if (!st) st = attn_policy_create_ops(&greedy_ops, &ap, &shape, fasa_context_n_past(c), &p);
     if (st) return st;
     greedy_state *gs = p->state;
     gs->budget = cp->budget;
@@ -393,7 +393,7 @@ fasa_status fasa_calibrate(fasa_model *m, const int32_t *tokens, int32_t n, cons
     attn_policy *p = NULL;
     const fasa_attn_params ap = {.method = "calibration", .budget = cp->budget, .dense_layers = ""};
     const attn_shape shape = context_attn_shape(c);
-    if (!st) st = attn_policy_create_ops(&calib_ops, &ap, &shape, c->kv.n_tokens, &p);
+    if (!st) st = attn_policy_create_ops(&calib_ops, &ap, &shape, fasa_context_n_past(c), &p);
     if (!st) {
         calib_state *cs = p->state; /* stays valid: the context owns p until it is freed */
         st = context_install_policy(c, p);

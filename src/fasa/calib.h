@@ -37,6 +37,14 @@ static inline int64_t calib_group_at(const fasa_calib *c, int32_t layer, int32_t
     return ((int64_t)layer * c->n_kv_heads + kv_head) * c->greedy_cap;
 }
 
+/* Reads a calibration file's text (len bytes; text[len] must be '\0', as
+ * cJSON may look one byte past a string cut short) for a model of shape
+ * `in`. Every error message starts with "calibration '<name>': ".
+ * fasa_calib_load is this on the file's contents; the fuzzer calls it
+ * directly. */
+fasa_status calib_parse(const char *text, size_t len, const char *name, const fasa_model_info *in,
+                        fasa_calib **out);
+
 /* Allocates an empty calibration shaped for a model. */
 fasa_calib *calib_alloc(const fasa_model_info *in);
 /* Fills rank from ca (descending CA; ties by lower FC index). */

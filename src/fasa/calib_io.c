@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "error.h"
+#include "kv.h"
 #include "fasa/calib.h"
 #include "model.h"
 
@@ -231,7 +232,7 @@ static void read_groups(loader *L, const cJSON *groups, int32_t n, fasa_calib *c
             bad(L, "every group must list settings.greedy FCs in 'greedy' and as many recalls in 'mass'");
             break;
         }
-        unsigned char used[512] = {0};
+        unsigned char used[FASA_MAX_HEAD_DIM / 2] = {0};
         int32_t i = 0;
         const cJSON *v;
         cJSON_ArrayForEach(v, order) {
@@ -278,8 +279,8 @@ static void read_heads(loader *L, const cJSON *heads, fasa_calib *c) {
     free(seen);
 }
 
-fasa_status fasa_calib_load(const char *path, const fasa_model *m, fasa_calib **out) {
-    *out = NULL;
+/* The whole file, NUL-terminated (see calib_parse). */
+static fasa_status read_text(const char *path, char **text, size_t *len) {
     FILE *f = fopen(path, "rb");
     if (!f) return fasa_error(FASA_E_IO, "cannot open calibration '%s': %s", path, strerror(errno));
     fseek(f, 0, SEEK_END);
@@ -289,36 +290,57 @@ fasa_status fasa_calib_load(const char *path, const fasa_model *m, fasa_calib **
         fclose(f);
         return fasa_error(FASA_E_FORMAT, "calibration '%s': unreasonable file size", path);
     }
-    char *text = fasa_malloc((size_t)size + 1, 1, "calibration text");
-    if (!text) {
+    if (!(*text = fasa_malloc((size_t)size + 1, 1, "calibration text"))) {
         fclose(f);
         return FASA_E_NOMEM;
     }
-    const size_t got = fread(text, 1, (size_t)size, f);
+    *len = fread(*text, 1, (size_t)size, f);
     fclose(f);
-    text[got] = '\0';
-    cJSON *root = cJSON_ParseWithLength(text, got);
+    (*text)[*len] = '\0';
+    return FASA_OK;
+}
+
+fasa_status fasa_calib_load(const char *path, const fasa_model *m, fasa_calib **out) {
+    *out = NULL;
+    char *text = NULL;
+    size_t len = 0;
+    fasa_status st = read_text(path, &text, &len);
+    if (!st) st = calib_parse(text, len, path, &m->info, out);
     free(text);
-    loader L = {path, FASA_OK};
-    if (!root) return bad(&L, "not valid JSON (truncated or not a calibration file)");
+    return st;
+}
+
+/* The header: format, version, and the model block checked against `in`. */
+static int32_t read_header(loader *L, const cJSON *root, const fasa_model_info *in) {
     const cJSON *fmt = cJSON_GetObjectItemCaseSensitive(root, "format");
-    if (!cJSON_IsString(fmt) || strcmp(fmt->valuestring, CALIB_FORMAT)) bad(&L, "not a fasa calibration file");
-    const int32_t version = L.st ? 0 : get_int(&L, root, "version", 0, 1 << 30);
-    if (!L.st && version != 1 && version != CALIB_VERSION)
-        bad(&L, "unsupported version (this build reads versions 1 and 2)");
+    if (!cJSON_IsString(fmt) || strcmp(fmt->valuestring, CALIB_FORMAT)) bad(L, "not a fasa calibration file");
+    const int32_t version = L->st ? 0 : get_int(L, root, "version", 0, 1 << 30);
+    if (!L->st && version != 1 && version != CALIB_VERSION)
+        bad(L, "unsupported version (this build reads versions 1 and 2)");
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
     const cJSON *set = cJSON_GetObjectItemCaseSensitive(root, "settings");
-    if (!L.st && (!cJSON_IsObject(model) || !cJSON_IsObject(set))) bad(&L, "missing 'model' or 'settings'");
-    if (!L.st) check_model(&L, model, &m->info);
+    if (!L->st && (!cJSON_IsObject(model) || !cJSON_IsObject(set))) bad(L, "missing 'model' or 'settings'");
+    if (!L->st) check_model(L, model, in);
+    return version;
+}
+
+fasa_status calib_parse(const char *text, size_t len, const char *name, const fasa_model_info *in,
+                        fasa_calib **out) {
+    *out = NULL;
+    loader L = {name, FASA_OK};
+    cJSON *root = cJSON_ParseWithLength(text, len);
+    if (!root) return bad(&L, "not valid JSON (truncated or not a calibration file)");
+    const int32_t version = read_header(&L, root, in);
+    const cJSON *set = cJSON_GetObjectItemCaseSensitive(root, "settings");
     fasa_calib *c = NULL;
-    if (!L.st && !(c = calib_alloc(&m->info))) L.st = FASA_E_NOMEM;
+    if (!L.st && !(c = calib_alloc(in))) L.st = FASA_E_NOMEM;
     if (!L.st) {
         c->budget = get_int(&L, set, "budget", 1, INT32_MAX);
         c->n_tokens = get_int(&L, set, "n_tokens", 1, INT32_MAX);
         c->n_decode = get_int(&L, set, "n_decode", 1, INT32_MAX);
     }
     if (!L.st) read_heads(&L, cJSON_GetObjectItemCaseSensitive(root, "heads"), c);
-    const int32_t greedy = !L.st && version >= 2 ? get_int(&L, set, "greedy", 0, m->info.head_dim / 2) : 0;
+    const int32_t greedy = !L.st && version >= 2 ? get_int(&L, set, "greedy", 0, in->head_dim / 2) : 0;
     if (!L.st && greedy > 0) read_groups(&L, cJSON_GetObjectItemCaseSensitive(root, "groups"), greedy, c);
     cJSON_Delete(root);
     if (L.st) {

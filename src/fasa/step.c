@@ -9,6 +9,7 @@
 #include "attn/policy.h"
 #include "error.h"
 #include "fasa/calib.h"
+#include "labels.h"
 #include "model.h"
 
 static fasa_status check_step(const fasa_step *s) {
@@ -68,19 +69,13 @@ fasa_status fasa_attention_step(const fasa_step *s) {
 
 fasa_status fasa_calib_label_coords(const fasa_calib *c, int32_t layer, int32_t kv_head, int32_t n_tip,
                                     int32_t *coords) {
-    const int32_t F = c->head_dim / 2;
-    if (layer < 0 || layer >= c->n_layers || kv_head < 0 || kv_head >= c->n_kv_heads || n_tip < 1 || n_tip > F)
-        return fasa_error(FASA_E_ARG, "label coordinates: layer %d, KV head %d or n_tip %d out of range", layer,
-                          kv_head, n_tip);
-    unsigned char chosen[512], in_label[1024] = {0};
-    calib_group_top_fcs(c, layer, kv_head, n_tip, chosen);
-    for (int32_t i = 0; i < F; i++) {
-        if (!chosen[i]) continue;
-        int32_t a, b;
-        fasa_rope_pair(c->rope_layout, c->head_dim, i, &a, &b);
-        in_label[a] = in_label[b] = 1;
-    }
-    for (int32_t i = 0, n = 0; i < c->head_dim; i++)
-        if (in_label[i]) coords[n++] = i;
+    if (layer < 0 || layer >= c->n_layers || kv_head < 0 || kv_head >= c->n_kv_heads)
+        return fasa_error(FASA_E_ARG, "label coordinates: layer %d or KV head %d out of range", layer, kv_head);
+    const attn_shape s = {c->n_layers, c->n_heads, c->n_kv_heads, c->head_dim, 1, c->rope_layout};
+    label_set *l;
+    fasa_status st = label_set_from_calib(c, &s, n_tip, 1, &l);
+    if (st) return st;
+    memcpy(coords, label_coords(l, layer, kv_head), (size_t)label_count(l, layer, kv_head) * sizeof *coords);
+    label_set_free(l);
     return FASA_OK;
 }

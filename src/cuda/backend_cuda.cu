@@ -1,0 +1,549 @@
+/* The CUDA backend: the whole forward pass on an NVIDIA GPU.
+ *
+ * The weights are copied once into device memory in their GGUF block
+ * formats (one allocation); the norms and biases as f32. K, V and the labels
+ * of a FASA policy live in the attention library's layers (fasa_cuda.h): in
+ * device memory (cuda, FASA-C) or with K and V in pinned host memory
+ * (cuda-m, FASA-M). Every kernel of a pass is enqueued on one stream; a
+ * decode step synchronizes once, when its logits or its sampled token come
+ * back.
+ *
+ * Policies: this backend runs those that declare a label-score selection
+ * (attn_policy.labels) it can provide: one token set per KV group over a
+ * label the group shares, no forced tokens. Anything else selects through
+ * CPU callbacks and is refused with the reason. */
+#include <cub/cub.cuh>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+extern "C" {
+#include "context.h"
+#include "error.h"
+#include "labels.h"
+#include "model.h"
+#include "quant.h"
+#include "sampler.h"
+}
+
+#include "cuda_check.h"
+#include "fasa_cuda.h"
+#include "fasa_cuda_internal.h"
+#include "model_ops.cuh"
+#include "qmatmul.cuh"
+
+namespace {
+
+struct dev_weight {
+    const uint8_t *data;
+    uint32_t type;
+    int64_t rows, cols, row_bytes;
+};
+
+struct dev_layer {
+    float *attn_norm, *ffn_norm, *bq, *bk, *bv;
+    dev_weight wq, wk, wv, wo, w_gate, w_up, w_down;
+};
+
+struct cuda_backend {
+    const fasa_model *m;
+    int device;
+    fasa_cuda_mode mode;
+    int32_t n_batch;
+    uint8_t *weights;        /* every tensor, 256-byte aligned, 16 bytes of slack after each */
+    uint64_t weight_bytes;
+    dev_weight tok_embd, output;
+    float *output_norm, *inv_freq;
+    dev_layer *layers;
+    fasa_cuda_ctx *actx;     /* attention: K, V, labels and their scratch */
+    fasa_cuda_layer **kv;    /* [n_layers] */
+    float *x, *xb, *q, *k, *v, *gate, *up, *proj, *logits; /* activations, [n_batch][...] */
+    int32_t *tokens;
+    sample_state *sample;
+    uint32_t *keys[2];
+    int32_t *ids[2];
+    void *sort_tmp;
+    size_t sort_tmp_bytes;
+    uint64_t act_bytes;
+    attn_policy *policy;
+    int32_t budget;          /* FASA step budget, 0 = dense */
+};
+
+cuda_backend *be(const fasa_context *c) { return (cuda_backend *)c->be; }
+cudaStream_t stream_of(const cuda_backend *b) { return (cudaStream_t)fasa_cuda_ctx_stream(b->actx); }
+
+unsigned grid_for(int64_t n, int threads) {
+    const int64_t g = (n + threads - 1) / threads;
+    return (unsigned)(g < 1 ? 1 : g > 65535 * 4 ? 65535 * 4 : g);
+}
+
+/* ---- sizes and memory ----------------------------------------------- */
+
+uint64_t align256(uint64_t n) { return (n + 255) & ~(uint64_t)255; }
+
+uint64_t weight_slot(const fasa_weight *w) {
+    return align256((uint64_t)w->rows * quant_row_bytes(w->type, w->cols) + 16);
+}
+
+/* Bytes of the weights as this backend stores them. */
+uint64_t weights_size(const fasa_model *m) {
+    const fasa_model_info *in = &m->info;
+    uint64_t n = weight_slot(&m->tok_embd) + align256((uint64_t)in->n_embd * 4) +
+                 align256((uint64_t)in->head_dim / 2 * 4);
+    if (m->output.data != m->tok_embd.data) n += weight_slot(&m->output);
+    const uint64_t HD = (uint64_t)in->n_heads * in->head_dim, KVD = (uint64_t)in->n_kv_heads * in->head_dim;
+    for (int32_t l = 0; l < in->n_layers; l++) {
+        const fasa_layer *L = &m->layers[l];
+        n += 2 * align256((uint64_t)in->n_embd * 4);
+        if (L->bq) n += align256(HD * 4) + 2 * align256(KVD * 4);
+        const fasa_weight *w[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+        for (int i = 0; i < 7; i++) n += weight_slot(w[i]);
+    }
+    return n;
+}
+
+uint64_t activation_size(const fasa_model_info *in, int32_t n_batch) {
+    const uint64_t B = (uint64_t)n_batch, E = in->n_embd, HD = (uint64_t)in->n_heads * in->head_dim;
+    const uint64_t KVD = (uint64_t)in->n_kv_heads * in->head_dim, wide = E > HD ? E : HD;
+    return 4 * B * (E + wide + HD + 2 * KVD + 2 * (uint64_t)in->n_ff + E + (uint64_t)in->n_vocab) + 4 * B;
+}
+
+/* The device memory this context needs, checked before anything is
+ * allocated: a model or context that does not fit is refused with sizes. */
+fasa_status check_fit(const fasa_context *c, const fasa_context_params *p, int32_t n_batch) {
+    const fasa_model_info *in = &c->model->info;
+    size_t free_b = 0, total_b = 0;
+    CUDA_TRY(cudaMemGetInfo(&free_b, &total_b));
+    const double kv = p->device == FASA_DEVICE_CUDA
+                          ? 2.0 * in->n_layers * in->n_kv_heads * (double)c->n_ctx * in->head_dim * 2.0
+                          : 0.0;
+    const double weights = (double)weights_size(c->model), acts = (double)activation_size(in, n_batch);
+    const double sort = 16.0 * in->n_vocab + (64 << 20); /* sampling keys, ids and sort scratch, attention scratch */
+    const double need = weights + kv + acts + sort;
+    if (need <= (double)free_b) return FASA_OK;
+    return fasa_error(FASA_E_NOMEM,
+                      "the model needs %.2f GB of GPU memory for its weights, %.2f GB for a KV cache of %d tokens and "
+                      "%.2f GB of buffers: %.2f GB in all, more than the %.2f GB free on GPU %d (of %.2f GB); lower "
+                      "the context size (-c)%s",
+                      weights / 1e9, kv / 1e9, c->n_ctx, (acts + sort) / 1e9, need / 1e9, free_b / 1e9, p->cuda_device,
+                      total_b / 1e9, p->device == FASA_DEVICE_CUDA ? " or keep K and V in host memory (--device cuda-m)" : "");
+}
+
+/* ---- weights -------------------------------------------------------- */
+
+struct uploader {
+    uint8_t *base;
+    uint64_t used, cap;
+};
+
+fasa_status put(uploader *u, const void *src, uint64_t bytes, const uint8_t **dst) {
+    const uint64_t slot = align256(bytes + 16);
+    if (u->used + slot > u->cap) return fasa_error(FASA_E_INTERNAL, "CUDA backend: weight layout overflow");
+    uint8_t *d = u->base + u->used;
+    CUDA_TRY(cudaMemcpy(d, src, bytes, cudaMemcpyHostToDevice));
+    u->used += slot;
+    *dst = d;
+    return FASA_OK;
+}
+
+fasa_status put_weight(uploader *u, const fasa_weight *w, dev_weight *out) {
+    *out = dev_weight{nullptr, w->type, w->rows, w->cols, (int64_t)quant_row_bytes(w->type, w->cols)};
+    if (!qfmt_dispatch(w->type, qfmt_known{}))
+        return fasa_error(FASA_E_UNSUPPORTED, "the CUDA backend has no kernel for tensor type %s",
+                          quant_type_name(w->type) ? quant_type_name(w->type) : "?");
+    return put(u, w->data, (uint64_t)w->rows * out->row_bytes, &out->data);
+}
+
+fasa_status put_vector(uploader *u, const float *v, int64_t n, float **out) {
+    if (!v) {
+        *out = nullptr;
+        return FASA_OK;
+    }
+    const uint8_t *d = nullptr;
+    fasa_status st = put(u, v, (uint64_t)n * 4, &d);
+    *out = (float *)d;
+    return st;
+}
+
+fasa_status upload_weights(cuda_backend *b) {
+    const fasa_model *m = b->m;
+    const fasa_model_info *in = &m->info;
+    uploader u = {nullptr, 0, weights_size(m)};
+    CUDA_TRY(cudaMalloc((void **)&u.base, u.cap));
+    b->weights = u.base;
+    b->weight_bytes = u.cap;
+    const int64_t E = in->n_embd, HD = (int64_t)in->n_heads * in->head_dim, KVD = (int64_t)in->n_kv_heads * in->head_dim;
+    fasa_status st = put_weight(&u, &m->tok_embd, &b->tok_embd);
+    if (!st) {
+        if (m->output.data == m->tok_embd.data) b->output = b->tok_embd;
+        else st = put_weight(&u, &m->output, &b->output);
+    }
+    if (!st) st = put_vector(&u, m->output_norm, E, &b->output_norm);
+    if (!st) st = put_vector(&u, m->inv_freq, in->head_dim / 2, &b->inv_freq);
+    for (int32_t l = 0; !st && l < in->n_layers; l++) {
+        const fasa_layer *L = &m->layers[l];
+        dev_layer *D = &b->layers[l];
+        if ((st = put_vector(&u, L->attn_norm, E, &D->attn_norm)) || (st = put_vector(&u, L->ffn_norm, E, &D->ffn_norm)) ||
+            (st = put_vector(&u, L->bq, HD, &D->bq)) || (st = put_vector(&u, L->bk, KVD, &D->bk)) ||
+            (st = put_vector(&u, L->bv, KVD, &D->bv)) || (st = put_weight(&u, &L->wq, &D->wq)) ||
+            (st = put_weight(&u, &L->wk, &D->wk)) || (st = put_weight(&u, &L->wv, &D->wv)) ||
+            (st = put_weight(&u, &L->wo, &D->wo)) || (st = put_weight(&u, &L->w_gate, &D->w_gate)) ||
+            (st = put_weight(&u, &L->w_up, &D->w_up)) || (st = put_weight(&u, &L->w_down, &D->w_down)))
+            break;
+    }
+    return st;
+}
+
+/* ---- attention caches ------------------------------------------------ */
+
+/* A fresh attention context and layers: dense (labels NULL) or with the
+ * labels of a policy (its budget the largest step). */
+fasa_status make_caches(const cuda_backend *b, const fasa_context *c, const label_set *labels, int32_t budget,
+                        fasa_cuda_ctx **actx, fasa_cuda_layer ***layers) {
+    const fasa_model_info *in = &b->m->info;
+    fasa_cuda_params cp = fasa_cuda_default_params();
+    cp.n_heads = in->n_heads;
+    cp.n_kv_heads = in->n_kv_heads;
+    cp.head_dim = in->head_dim;
+    cp.n_ctx = c->n_ctx;
+    cp.mode = b->mode;
+    cp.n_lab = labels ? labels->lab_max : 0;
+    cp.label_type = FASA_CUDA_LABEL_F16;
+    cp.n_fac_max = budget > 0 ? budget : 1;
+    cp.device = b->device;
+    *actx = nullptr;
+    *layers = nullptr;
+    fasa_status st = fasa_cuda_ctx_init(&cp, actx);
+    if (st) return st;
+    *layers = (fasa_cuda_layer **)calloc((size_t)in->n_layers, sizeof **layers);
+    if (!*layers) st = fasa_error(FASA_E_NOMEM, "out of memory for the GPU layer table");
+    for (int32_t l = 0; !st && l < in->n_layers; l++)
+        st = fasa_cuda_layer_init(*actx, labels ? label_coords(labels, l, 0) : nullptr, &(*layers)[l]);
+    return st;
+}
+
+void free_caches(const fasa_model_info *in, fasa_cuda_ctx *actx, fasa_cuda_layer **layers) {
+    for (int32_t l = 0; layers && l < in->n_layers; l++) fasa_cuda_layer_free(layers[l]);
+    free(layers);
+    fasa_cuda_ctx_free(actx);
+}
+
+/* ---- init / free ------------------------------------------------------ */
+
+fasa_status alloc_activations(cuda_backend *b) {
+    const fasa_model_info *in = &b->m->info;
+    const int64_t B = b->n_batch, E = in->n_embd, HD = (int64_t)in->n_heads * in->head_dim;
+    const int64_t KVD = (int64_t)in->n_kv_heads * in->head_dim, wide = E > HD ? E : HD, V = in->n_vocab;
+    float **f[] = {&b->x, &b->xb, &b->q, &b->k, &b->v, &b->gate, &b->up, &b->proj, &b->logits};
+    const int64_t n[] = {B * E, B * wide, B * HD, B * KVD, B * KVD, B * in->n_ff, B * in->n_ff, B * E, B * V};
+    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
+        CUDA_TRY(cudaMalloc((void **)f[i], (size_t)n[i] * sizeof(float)));
+        b->act_bytes += (uint64_t)n[i] * 4;
+    }
+    CUDA_TRY(cudaMalloc((void **)&b->tokens, (size_t)B * sizeof(int32_t)));
+    CUDA_TRY(cudaMalloc((void **)&b->sample, sizeof(sample_state)));
+    for (int i = 0; i < 2; i++) {
+        CUDA_TRY(cudaMalloc((void **)&b->keys[i], (size_t)V * sizeof(uint32_t)));
+        CUDA_TRY(cudaMalloc((void **)&b->ids[i], (size_t)V * sizeof(int32_t)));
+    }
+    cub::DoubleBuffer<uint32_t> k(b->keys[0], b->keys[1]);
+    cub::DoubleBuffer<int32_t> v(b->ids[0], b->ids[1]);
+    CUDA_TRY(cub::DeviceRadixSort::SortPairs(nullptr, b->sort_tmp_bytes, k, v, (int)V));
+    CUDA_TRY(cudaMalloc(&b->sort_tmp, b->sort_tmp_bytes));
+    b->act_bytes += 16 * (uint64_t)V + b->sort_tmp_bytes;
+    return FASA_OK;
+}
+
+void cuda_free(fasa_context *c) {
+    cuda_backend *b = be(c);
+    if (!b) return;
+    if (b->actx) cudaStreamSynchronize(stream_of(b));
+    free_caches(&b->m->info, b->actx, b->kv);
+    void *bufs[] = {b->weights, b->x,       b->xb,      b->q,       b->k,      b->v,      b->gate,
+                    b->up,      b->proj,    b->logits,  b->tokens,  b->sample, b->keys[0], b->keys[1],
+                    b->ids[0],  b->ids[1],  b->sort_tmp};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) cudaFree(bufs[i]);
+    free(b->layers);
+    attn_policy_free(b->policy);
+    free(b);
+    c->be = nullptr;
+}
+
+fasa_status cuda_init(fasa_context *c, const fasa_context_params *p) {
+    int n_dev = 0;
+    cudaError_t e = cudaGetDeviceCount(&n_dev);
+    if (e != cudaSuccess || n_dev == 0)
+        return fasa_error(FASA_E_UNSUPPORTED, "CUDA: no usable GPU on this machine (%s)",
+                          e != cudaSuccess ? cudaGetErrorString(e) : "no devices");
+    if (p->cuda_device < 0 || p->cuda_device >= n_dev)
+        return fasa_error(FASA_E_ARG, "CUDA: device %d does not exist (this machine has %d)", p->cuda_device, n_dev);
+    CUDA_TRY(cudaSetDevice(p->cuda_device));
+    const fasa_model_info *in = &c->model->info;
+    if (in->head_dim != 64 && in->head_dim != 128)
+        return fasa_error(FASA_E_UNSUPPORTED, "the CUDA backend runs head dimensions 64 and 128, not %d", in->head_dim);
+    if (in->n_embd % 8 || in->n_ff % 8)
+        return fasa_error(FASA_E_UNSUPPORTED, "the CUDA backend needs widths that are multiples of 8");
+    const int32_t n_batch = p->n_batch ? p->n_batch : 256;
+    fasa_status st = check_fit(c, p, n_batch);
+    if (st) return st;
+    cuda_backend *b = (cuda_backend *)calloc(1, sizeof *b);
+    if (!b) return fasa_error(FASA_E_NOMEM, "out of memory for the CUDA backend");
+    c->be = b;
+    b->m = c->model;
+    b->device = p->cuda_device;
+    b->mode = p->device == FASA_DEVICE_CUDA ? FASA_CUDA_MODE_C : FASA_CUDA_MODE_M;
+    b->n_batch = n_batch;
+    if (!(b->layers = (dev_layer *)calloc((size_t)in->n_layers, sizeof *b->layers)))
+        st = fasa_error(FASA_E_NOMEM, "out of memory for the GPU layer table");
+    if (!st) st = make_caches(b, c, nullptr, 0, &b->actx, &b->kv);
+    if (!st) st = upload_weights(b);
+    if (!st) st = alloc_activations(b);
+    if (st) cuda_free(c);
+    return st;
+}
+
+/* ---- the forward pass ------------------------------------------------ */
+
+fasa_status matmul(const cuda_backend *b, const dev_weight &w, const float *x, int32_t n, float *y,
+                   const float *bias = nullptr) {
+    qmm_args a = {w.data, w.row_bytes, w.rows, w.cols, x, w.cols, y, w.rows, n, bias};
+    if (!qmm_launch(w.type, a, stream_of(b)))
+        return fasa_error(FASA_E_UNSUPPORTED, "the CUDA backend has no kernel for tensor type %u", w.type);
+    CUDA_TRY_LAUNCH("qmm_kernel");
+    return FASA_OK;
+}
+
+fasa_status rmsnorm(const cuda_backend *b, const float *x, const float *w, float *out, int32_t n) {
+    rmsnorm_kernel<<<n, 256, 0, stream_of(b)>>>(x, w, out, b->m->info.n_embd, b->m->rms_eps);
+    CUDA_TRY_LAUNCH("rmsnorm_kernel");
+    return FASA_OK;
+}
+
+/* Attention of layer l for n tokens at pos0 .. (keys already appended):
+ * a decode step through the policy, or each prompt token over its prefix. */
+fasa_status attention(cuda_backend *b, int32_t l, int32_t pos0, int32_t n) {
+    const fasa_model_info *in = &b->m->info;
+    const int64_t HD = (int64_t)in->n_heads * in->head_dim;
+    fasa_cuda_layer *L = b->kv[l];
+    if (n == 1) {
+        const bool sparse = b->budget > 0 && !b->policy->dense_layer[l];
+        return sparse ? fasa_cuda_fasa_step(L, b->budget, b->q, b->xb) : fasa_cuda_dense_step(L, b->q, b->xb);
+    }
+    for (int32_t t = 0; t < n; t++) {
+        fasa_status st = fasa_cuda_dense_rows(L, pos0 + t + 1, b->q + t * HD, b->xb + t * HD);
+        if (st) return st;
+    }
+    return FASA_OK;
+}
+
+fasa_status layer_forward(cuda_backend *b, int32_t l, int32_t pos0, int32_t n) {
+    const fasa_model_info *in = &b->m->info;
+    const dev_layer *L = &b->layers[l];
+    const int32_t E = in->n_embd, d = in->head_dim;
+    const int64_t F = in->n_ff;
+    cudaStream_t s = stream_of(b);
+    const int half = in->rope_layout == FASA_ROPE_HALF;
+    fasa_status st;
+    if ((st = rmsnorm(b, b->x, L->attn_norm, b->xb, n)) || (st = matmul(b, L->wq, b->xb, n, b->q, L->bq)) ||
+        (st = matmul(b, L->wk, b->xb, n, b->k, L->bk)) || (st = matmul(b, L->wv, b->xb, n, b->v, L->bv)))
+        return st;
+    rope_kernel<<<grid_for((int64_t)n * in->n_heads * d / 2, 256), 256, 0, s>>>(b->q, n, in->n_heads, d, pos0,
+                                                                              b->inv_freq, half);
+    rope_kernel<<<grid_for((int64_t)n * in->n_kv_heads * d / 2, 256), 256, 0, s>>>(b->k, n, in->n_kv_heads, d, pos0,
+                                                                                 b->inv_freq, half);
+    CUDA_TRY_LAUNCH("rope_kernel");
+    if ((st = fasa_cuda_layer_append_dev(b->kv[l], b->k, b->v, n)) || (st = attention(b, l, pos0, n)) ||
+        (st = matmul(b, L->wo, b->xb, n, b->proj)))
+        return st;
+    add_kernel<<<grid_for((int64_t)n * E, 256), 256, 0, s>>>(b->x, b->proj, (int64_t)n * E);
+    CUDA_TRY_LAUNCH("add_kernel");
+    if ((st = rmsnorm(b, b->x, L->ffn_norm, b->xb, n)) || (st = matmul(b, L->w_gate, b->xb, n, b->gate)) ||
+        (st = matmul(b, L->w_up, b->xb, n, b->up)))
+        return st;
+    swiglu_kernel<<<grid_for((int64_t)n * F, 256), 256, 0, s>>>(b->gate, b->up, (int64_t)n * F);
+    CUDA_TRY_LAUNCH("swiglu_kernel");
+    if ((st = matmul(b, L->w_down, b->gate, n, b->proj))) return st;
+    add_kernel<<<grid_for((int64_t)n * E, 256), 256, 0, s>>>(b->x, b->proj, (int64_t)n * E);
+    CUDA_TRY_LAUNCH("add_kernel");
+    return FASA_OK;
+}
+
+struct embed_launcher {
+    const uint8_t *table;
+    int64_t row_bytes;
+    int32_t E;
+    const int32_t *tokens;
+    int32_t n;
+    float *x;
+    cudaStream_t s;
+    template <int T> void operator()() const {
+        embed_kernel<T><<<grid_for((int64_t)n * E / 8, 256), 256, 0, s>>>(table, row_bytes, E, tokens, n, x);
+    }
+};
+
+/* n tokens at pos0; logits of tokens [first, n) into b->logits. */
+fasa_status forward(cuda_backend *b, const int32_t *tokens, int32_t n, int32_t pos0, int32_t first) {
+    const fasa_model_info *in = &b->m->info;
+    cudaStream_t s = stream_of(b);
+    CUDA_TRY(cudaMemcpyAsync(b->tokens, tokens, (size_t)n * sizeof(int32_t), cudaMemcpyHostToDevice, s));
+    const int64_t E = in->n_embd;
+    if (!qfmt_dispatch(b->tok_embd.type, embed_launcher{b->tok_embd.data, b->tok_embd.row_bytes, (int32_t)E, b->tokens,
+                                                        n, b->x, s}))
+        return fasa_error(FASA_E_UNSUPPORTED, "the CUDA backend has no kernel for the embedding's type");
+    CUDA_TRY_LAUNCH("embed_kernel");
+    fasa_status st = FASA_OK;
+    for (int32_t l = 0; !st && l < in->n_layers; l++) st = layer_forward(b, l, pos0, n);
+    if (st || first >= n) return st;
+    if ((st = rmsnorm(b, b->x + first * E, b->output_norm, b->xb, n - first))) return st;
+    return matmul(b, b->output, b->xb, n - first, b->logits);
+}
+
+fasa_status download_logits(cuda_backend *b, float *dst, int32_t n_rows) {
+    cudaStream_t s = stream_of(b);
+    CUDA_TRY(cudaMemcpyAsync(dst, b->logits, (size_t)n_rows * b->m->info.n_vocab * sizeof(float),
+                             cudaMemcpyDeviceToHost, s));
+    return fasa_cuda_ctx_sync(b->actx);
+}
+
+fasa_status cuda_prefill(fasa_context *c, const int32_t *tokens, int32_t n, float *logits, bool all_logits) {
+    cuda_backend *b = be(c);
+    const int64_t V = c->model->info.n_vocab;
+    for (int32_t i = 0; i < n; i += b->n_batch) {
+        const int32_t nb = n - i < b->n_batch ? n - i : b->n_batch;
+        const bool last = i + nb == n;
+        const int32_t first = !logits ? nb : all_logits ? 0 : last ? nb - 1 : nb;
+        fasa_status st = forward(b, tokens + i, nb, c->n_past + i, first);
+        if (!st && first < nb) st = download_logits(b, all_logits ? logits + i * V : logits, nb - first);
+        if (!st && first == nb) st = fasa_cuda_ctx_sync(b->actx);
+        if (st) return st;
+    }
+    return FASA_OK;
+}
+
+fasa_status cuda_decode(fasa_context *c, int32_t token, float *logits) {
+    cuda_backend *b = be(c);
+    fasa_status st = forward(b, &token, 1, c->n_past, 0);
+    if (st) return st;
+    return logits ? download_logits(b, logits, 1) : fasa_cuda_ctx_sync(b->actx);
+}
+
+/* The next token from b->logits by the sampler's rules (sampler.c). */
+fasa_status sample_next(cuda_backend *b, fasa_sampler *smp, int32_t *next) {
+    cudaStream_t s = stream_of(b);
+    const int32_t V = b->m->info.n_vocab;
+    sample_state host = {smp->state, 0};
+    CUDA_TRY(cudaMemcpyAsync(b->sample, &host, sizeof host, cudaMemcpyHostToDevice, s));
+    if (smp->p.temp == 0.0f) {
+        argmax_kernel<<<1, 1024, 0, s>>>(b->logits, V, b->sample);
+        CUDA_TRY_LAUNCH("argmax_kernel");
+    } else {
+        sample_keys_kernel<<<grid_for(V, 256), 256, 0, s>>>(b->logits, V, b->keys[0], b->ids[0]);
+        CUDA_TRY_LAUNCH("sample_keys_kernel");
+        cub::DoubleBuffer<uint32_t> k(b->keys[0], b->keys[1]);
+        cub::DoubleBuffer<int32_t> v(b->ids[0], b->ids[1]);
+        CUDA_TRY(cub::DeviceRadixSort::SortPairs(b->sort_tmp, b->sort_tmp_bytes, k, v, V, 0, 32, s));
+        const int32_t keep = smp->p.top_k > 0 && smp->p.top_k < V ? smp->p.top_k : V;
+        sample_draw_kernel<<<1, 1024, 0, s>>>(b->logits, v.Current(), keep, smp->p.temp, smp->p.top_p, b->sample);
+        CUDA_TRY_LAUNCH("sample_draw_kernel");
+    }
+    CUDA_TRY(cudaMemcpyAsync(&host, b->sample, sizeof host, cudaMemcpyDeviceToHost, s));
+    fasa_status st = fasa_cuda_ctx_sync(b->actx);
+    if (st) return st;
+    smp->state = host.rng;
+    *next = host.token;
+    return FASA_OK;
+}
+
+fasa_status cuda_decode_sample(fasa_context *c, int32_t token, fasa_sampler *smp, int32_t *next) {
+    cuda_backend *b = be(c);
+    if (smp->n_vocab != b->m->info.n_vocab)
+        return fasa_error(FASA_E_ARG, "the sampler was made for %d tokens, the model has %d", smp->n_vocab,
+                          b->m->info.n_vocab);
+    fasa_status st = forward(b, &token, 1, c->n_past, 0);
+    return st ? st : sample_next(b, smp, next);
+}
+
+fasa_status cuda_truncate(fasa_context *c, int32_t n) {
+    cuda_backend *b = be(c);
+    for (int32_t l = 0; l < b->m->info.n_layers; l++) {
+        fasa_status st = fasa_cuda_layer_truncate(b->kv[l], n);
+        if (st) return st;
+    }
+    return FASA_OK;
+}
+
+fasa_status cuda_fill_random(fasa_context *c, int32_t n, uint64_t seed) {
+    cuda_backend *b = be(c);
+    for (int32_t l = 0; l < b->m->info.n_layers; l++) {
+        fasa_status st = fasa_cuda_layer_fill_random(b->kv[l], n, seed + 0x9e3779b97f4a7c15ull * (uint64_t)l);
+        if (st) return st;
+    }
+    return FASA_OK;
+}
+
+/* What this backend can select: dense, or the top tokens of each KV group by
+ * a label the group shares. */
+fasa_status check_policy(const attn_policy *p) {
+    if (!p->labels)
+        return fasa_error(FASA_E_UNSUPPORTED,
+                          "--attn %s selects through callbacks on a CPU cache; on a GPU (--device cuda, cuda-m) the "
+                          "methods are those that select by label scores: full and fasa", p->ops->name);
+    if (p->per_head)
+        return fasa_error(FASA_E_UNSUPPORTED, "%s on a GPU selects one token set per KV group (--select group)",
+                          p->ops->name);
+    if (!p->labels->shared)
+        return fasa_error(FASA_E_UNSUPPORTED, "%s on a GPU takes the FCs per KV head (--fc-choice kv-head)",
+                          p->ops->name);
+    if (p->params.n_sink > 0)
+        return fasa_error(FASA_E_UNSUPPORTED, "%s on a GPU has no forced sink tokens (--sinks 0)", p->ops->name);
+    return FASA_OK;
+}
+
+fasa_status cuda_set_policy(fasa_context *c, attn_policy *p) {
+    cuda_backend *b = be(c);
+    fasa_status st = p ? check_policy(p) : FASA_OK;
+    fasa_cuda_ctx *actx = nullptr;
+    fasa_cuda_layer **layers = nullptr;
+    if (!st && p) {
+        st = make_caches(b, c, p->labels, p->params.budget, &actx, &layers);
+        if (st == FASA_E_UNSUPPORTED) {
+            /* The kernels' limits (label sizes) with the option that set them. */
+            char why[256];
+            snprintf(why, sizeof why, "%s", fasa_last_error());
+            st = fasa_error(st, "%s on a GPU (--fc %d): %s", p->ops->name, p->params.n_tip, why);
+        }
+        for (int32_t l = 0; !st && l < b->m->info.n_layers; l++) st = fasa_cuda_layer_copy(layers[l], b->kv[l]);
+    }
+    if (st) {
+        free_caches(&b->m->info, actx, layers);
+        attn_policy_free(p);
+        return st;
+    }
+    if (p) {
+        cudaStreamSynchronize(stream_of(b));
+        free_caches(&b->m->info, b->actx, b->kv);
+        b->actx = actx;
+        b->kv = layers;
+    }
+    attn_policy_free(b->policy);
+    b->policy = p;
+    b->budget = p ? p->params.budget : 0;
+    return FASA_OK;
+}
+
+uint64_t cuda_device_bytes(const fasa_context *c) {
+    const cuda_backend *b = be(c);
+    uint64_t n = b->weight_bytes + b->act_bytes + fasa_cuda_ctx_device_bytes(b->actx);
+    for (int32_t l = 0; l < b->m->info.n_layers; l++) n += fasa_cuda_layer_device_bytes(b->kv[l]);
+    return n;
+}
+
+const backend_ops ops_c = {
+    "the GPU (cuda)", cuda_init,     cuda_free,       cuda_prefill,     cuda_decode,
+    cuda_decode_sample, cuda_truncate, cuda_set_policy, cuda_fill_random, cuda_device_bytes,
+};
+
+} // namespace
+
+extern "C" const backend_ops *backend_cuda_ops(void) { return &ops_c; }
