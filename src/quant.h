@@ -13,6 +13,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* ggml type ids, as stored in GGUF tensor infos. */
 enum fasa_type {
     FASA_TYPE_F32 = 0,
@@ -70,5 +74,9 @@ void quant_matmul(uint32_t type, const void *w, int64_t rows, int64_t cols,
 float fasa_f16_to_f32(uint16_t h);
 uint16_t fasa_f32_to_f16(float f);
 float fasa_bf16_to_f32(uint16_t h);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -25,6 +25,8 @@ static void help(void) {
            "  -c, --ctx N          window length in tokens (default 512)\n"
            "      --stride S       slide windows by S tokens, scoring the last S (default: ctx, disjoint)\n"
            "      --max-tokens N   score only the first N tokens of the text (default: all)\n"
+           "      --score-last N   score only the last N tokens of each window (llama.cpp's\n"
+           "                       llama-perplexity scores the last ctx/2 - 1; default: all but the first)\n"
            "  -t, --threads N      threads (default: all cores)\n"
            "      --kv-type T      KV cache element type: f32 or f16 (default f32)\n"
            "      --decode D       decode the last D tokens of each window one by one and score\n"
@@ -37,20 +39,21 @@ static void help(void) {
 
 typedef struct ppl_opts {
     const char *model, *file;
-    int64_t ctx, stride, max_tokens, threads, decode;
+    int64_t ctx, stride, max_tokens, threads, decode, score_last;
     bool json;
     fasa_kv_type kv_type;
     cli_attn attn;
 } ppl_opts;
 
 static int parse(int argc, char **argv, ppl_opts *o) {
-    enum { O_STRIDE = 256, O_MAX, O_KV, O_JSON, O_DECODE };
+    enum { O_STRIDE = 256, O_MAX, O_KV, O_JSON, O_DECODE, O_LAST };
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'},     {"file", required_argument, 0, 'f'},
         {"ctx", required_argument, 0, 'c'},       {"threads", required_argument, 0, 't'},
         {"stride", required_argument, 0, O_STRIDE}, {"max-tokens", required_argument, 0, O_MAX},
         {"kv-type", required_argument, 0, O_KV},  {"json", no_argument, 0, O_JSON},
         {"decode", required_argument, 0, O_DECODE}, {"help", no_argument, 0, 'h'},
+        {"score-last", required_argument, 0, O_LAST},
         CLI_ATTN_OPTIONS,                         {0, 0, 0, 0},
     };
     *o = (ppl_opts){.ctx = 512, .decode = -1};
@@ -70,6 +73,7 @@ static int parse(int argc, char **argv, ppl_opts *o) {
         case O_KV: ok = cli_kv_type(CMD, optarg, &o->kv_type); break;
         case O_JSON: o->json = true; break;
         case O_DECODE: ok = cli_int(CMD, "--decode", optarg, 0, 1 << 24, &o->decode); break;
+        case O_LAST: ok = cli_int(CMD, "--score-last", optarg, 1, 1 << 24, &o->score_last); break;
         case 'h': help(); return -1;
         case ':': return cli_fail(CMD, "option '%s' needs a value", argv[optind - 1]);
         case '?': return cli_fail(CMD, "unknown option '%s' (see fasa perplexity --help)", argv[optind - 1]);
@@ -88,6 +92,12 @@ static int parse(int argc, char **argv, ppl_opts *o) {
                         (long long)o->ctx);
     if (o->decode && o->stride != o->ctx)
         return cli_fail(CMD, "--decode scores the end of disjoint windows; it cannot be combined with --stride");
+    if (o->score_last && (o->decode || o->stride != o->ctx))
+        return cli_fail(CMD, "--score-last scores the end of disjoint windows; it cannot be combined with --stride "
+                             "or --decode");
+    if (o->score_last >= o->ctx)
+        return cli_fail(CMD, "--score-last %lld must be smaller than the window -c %lld", (long long)o->score_last,
+                        (long long)o->ctx);
     return 0;
 }
 
@@ -109,13 +119,21 @@ typedef struct ppl_acc {
  * index inside the window is >= first_scored. Tokens from index `dense_end`
  * on are evaluated one at a time (decode steps). */
 static bool score_window(fasa_context *ctx, const int32_t *ids, int32_t len, int32_t first_scored,
-                         int32_t dense_end, float *logits, int32_t n_vocab, int32_t n_batch, ppl_acc *acc) {
+                         int32_t dense_end, float *logits, int32_t n_vocab, int32_t n_batch, ppl_acc *acc,
+                         cli_progress *prog, int64_t done_before) {
     fasa_context_reset(ctx);
     for (int32_t i = 0; i < len - 1;) {
         int32_t nb = len - 1 - i < n_batch ? len - 1 - i : n_batch;
         if (i >= dense_end) nb = 1;
         else if (i + nb > dense_end) nb = dense_end - i;
-        if (fasa_eval(ctx, ids + i, nb, logits, true) != FASA_OK) return false;
+        /* A chunk that predicts no scored token needs no logits. */
+        const bool scored = i + nb >= first_scored;
+        if (fasa_eval(ctx, ids + i, nb, scored ? logits : NULL, true) != FASA_OK) return false;
+        cli_progress_update(prog, done_before + i + nb);
+        if (!scored) {
+            i += nb;
+            continue;
+        }
         /* logits row t predicts ids[i + t + 1] */
         for (int32_t t = 0; t < nb; t++) {
             const int32_t target = i + t + 1;
@@ -168,19 +186,19 @@ static int run(ppl_opts *o, fasa_model *m) {
     const int32_t n_windows = 1 + (n_tok - W) / S;
     ppl_acc acc = {0};
     cli_progress prog;
-    cli_progress_start(&prog, "perplexity", "windows", n_windows);
+    cli_progress_start(&prog, "perplexity", "tok", (int64_t)n_windows * W);
     const double t0 = cli_now();
     for (int32_t w = 0; w < n_windows; w++) {
         const int32_t D = (int32_t)o->decode;
-        const int32_t first = D ? W - D : (w == 0 || S == W) ? 1 : W - S;
+        const int32_t first = D ? W - D : o->score_last ? W - (int32_t)o->score_last : (w == 0 || S == W) ? 1 : W - S;
         /* The token before the first scored one is the first decode step. */
         const int32_t dense_end = D ? W - D - 1 : W;
-        if (!score_window(ctx, ids + (int64_t)w * S, W, first, dense_end, logits, info.n_vocab, n_batch, &acc)) {
+        if (!score_window(ctx, ids + (int64_t)w * S, W, first, dense_end, logits, info.n_vocab, n_batch, &acc, &prog,
+                          (int64_t)w * W)) {
             cli_progress_end(&prog);
             cli_fail(CMD, "%s", fasa_last_error());
             goto done;
         }
-        cli_progress_update(&prog, w + 1);
     }
     cli_progress_end(&prog);
     const double secs = cli_now() - t0, ppl = exp(acc.nll / (double)acc.n);

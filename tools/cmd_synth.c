@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "fasa/calib.h"
 #include "error.h"
 #include "gguf.h"
 #include "gguf_write.h"
@@ -56,6 +57,8 @@ static void help(void) {
            "      --layers N       override the preset's layer count\n"
            "      --tokenizer FILE GGUF to copy the tokenizer from (default %s)\n"
            "      --seed S         random seed (default 1)\n"
+           "      --calib FILE     also write a calibration for the model with random chunk scores\n"
+           "                       (to time fasa: its speed does not depend on which chunks it takes)\n"
            "  -h, --help           this help\n",
            CLI_DEFAULT_MODEL);
 }
@@ -297,15 +300,41 @@ done:;
     return st ? st : st2;
 }
 
+/* A calibration for the written model whose chunk scores are random: the
+ * speed of a FASA step does not depend on which chunks it scores with. */
+static fasa_status write_calib(const char *model_path, const char *path, uint64_t seed) {
+    fasa_model *m;
+    fasa_status st = fasa_model_load(model_path, &m);
+    if (st) return st;
+    fasa_model_info in;
+    fasa_model_get_info(m, &in);
+    fasa_calib *c = calib_alloc(&in);
+    if (!c) st = FASA_E_NOMEM;
+    if (!st) {
+        const int64_t n = (int64_t)in.n_layers * in.n_heads * (in.head_dim / 2);
+        uint64_t rng = seed | 1;
+        for (int64_t i = 0; i < n; i++) c->ca[i] = (double)(next64(&rng) >> 11) * 0x1.0p-53;
+        c->budget = 256;
+        c->n_tokens = 1;
+        c->n_decode = 1;
+        calib_rank(c);
+        st = fasa_calib_save(c, path);
+    }
+    fasa_calib_free(c);
+    fasa_model_free(m);
+    return st;
+}
+
 int cmd_synth(int argc, char **argv) {
-    enum { O_PRESET = 256, O_MIX, O_LAYERS, O_TOK, O_SEED };
+    enum { O_PRESET = 256, O_MIX, O_LAYERS, O_TOK, O_SEED, O_CALIB };
     static const struct option opts[] = {
         {"out", required_argument, 0, 'o'},        {"preset", required_argument, 0, O_PRESET},
         {"mix", required_argument, 0, O_MIX},      {"layers", required_argument, 0, O_LAYERS},
         {"tokenizer", required_argument, 0, O_TOK}, {"seed", required_argument, 0, O_SEED},
+        {"calib", required_argument, 0, O_CALIB},
         {"help", no_argument, 0, 'h'},             {0, 0, 0, 0},
     };
-    const char *out = NULL, *tok_path = CLI_DEFAULT_MODEL, *preset_name = "llama-3.1-8b", *mix_name = "q4_k_m";
+    const char *out = NULL, *calib = NULL, *tok_path = CLI_DEFAULT_MODEL, *preset_name = "llama-3.1-8b", *mix_name = "q4_k_m";
     int64_t layers = 0, seed = 1;
     optind = 1;
     opterr = 0;
@@ -319,6 +348,7 @@ int cmd_synth(int argc, char **argv) {
         case O_LAYERS: ok = cli_int(CMD, "--layers", optarg, 1, 1024, &layers); break;
         case O_TOK: tok_path = optarg; break;
         case O_SEED: ok = cli_int(CMD, "--seed", optarg, 0, INT64_MAX, &seed); break;
+        case O_CALIB: calib = optarg; break;
         case 'h': help(); return 0;
         case ':': return cli_fail(CMD, "option '%s' needs a value", argv[optind - 1]);
         default: return cli_fail(CMD, "unknown option '%s' (see fasa synth --help)", argv[optind - 1]);
@@ -342,6 +372,7 @@ int cmd_synth(int argc, char **argv) {
     const double t0 = cli_now();
     fasa_status st = write_model(out, &pp, x, tok, (uint64_t)seed);
     gguf_close(tok);
+    if (!st && calib) st = write_calib(out, calib, (uint64_t)seed);
     if (st) return cli_fail(CMD, "%s", fasa_last_error());
     fprintf(stderr, "fasa synth: wrote %s (%s, %s, %u layers) in %.1f s\n", out, pp.name, x->name, pp.n_layers,
             cli_now() - t0);

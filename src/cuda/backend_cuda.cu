@@ -80,23 +80,22 @@ unsigned grid_for(int64_t n, int threads) {
 
 /* ---- sizes and memory ----------------------------------------------- */
 
-uint64_t align256(uint64_t n) { return (n + 255) & ~(uint64_t)255; }
+/* Each tensor's place: 256-byte aligned, with 16 bytes of slack after it
+ * (the matrix kernels' 16-byte loads may reach past a row's last byte). */
+uint64_t slot(uint64_t bytes) { return (bytes + 16 + 255) & ~(uint64_t)255; }
 
-uint64_t weight_slot(const fasa_weight *w) {
-    return align256((uint64_t)w->rows * quant_row_bytes(w->type, w->cols) + 16);
-}
+uint64_t weight_slot(const fasa_weight *w) { return slot((uint64_t)w->rows * quant_row_bytes(w->type, w->cols)); }
 
 /* Bytes of the weights as this backend stores them. */
 uint64_t weights_size(const fasa_model *m) {
     const fasa_model_info *in = &m->info;
-    uint64_t n = weight_slot(&m->tok_embd) + align256((uint64_t)in->n_embd * 4) +
-                 align256((uint64_t)in->head_dim / 2 * 4);
+    uint64_t n = weight_slot(&m->tok_embd) + slot((uint64_t)in->n_embd * 4) + slot((uint64_t)in->head_dim / 2 * 4);
     if (m->output.data != m->tok_embd.data) n += weight_slot(&m->output);
     const uint64_t HD = (uint64_t)in->n_heads * in->head_dim, KVD = (uint64_t)in->n_kv_heads * in->head_dim;
     for (int32_t l = 0; l < in->n_layers; l++) {
         const fasa_layer *L = &m->layers[l];
-        n += 2 * align256((uint64_t)in->n_embd * 4);
-        if (L->bq) n += align256(HD * 4) + 2 * align256(KVD * 4);
+        n += 2 * slot((uint64_t)in->n_embd * 4);
+        if (L->bq) n += slot(HD * 4) + 2 * slot(KVD * 4);
         const fasa_weight *w[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
         for (int i = 0; i < 7; i++) n += weight_slot(w[i]);
     }
@@ -138,11 +137,11 @@ struct uploader {
 };
 
 fasa_status put(uploader *u, const void *src, uint64_t bytes, const uint8_t **dst) {
-    const uint64_t slot = align256(bytes + 16);
-    if (u->used + slot > u->cap) return fasa_error(FASA_E_INTERNAL, "CUDA backend: weight layout overflow");
+    const uint64_t n = slot(bytes);
+    if (u->used + n > u->cap) return fasa_error(FASA_E_INTERNAL, "CUDA backend: weight layout overflow");
     uint8_t *d = u->base + u->used;
     CUDA_TRY(cudaMemcpy(d, src, bytes, cudaMemcpyHostToDevice));
-    u->used += slot;
+    u->used += n;
     *dst = d;
     return FASA_OK;
 }

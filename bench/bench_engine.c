@@ -1,0 +1,161 @@
+/* End-to-end speed of a model on any backend: prefill of a prompt of N
+ * tokens, then decode at several depths of cached context, dense or FASA.
+ *
+ * Decode at depth T is timed with the cache filled directly with T tokens of
+ * random keys and values (context_fill_random): the work of a decode step
+ * does not depend on their values, and a real prefill of 128K tokens would
+ * take longer than the measurement. Prefill is timed on a real prompt.
+ * Every decode step samples greedily where the logits are (one host sync per
+ * token, as `fasa generate` runs). Reported: median tokens/s of the steps,
+ * the bytes a step must read (weights + K/V rows, or FASA's labels and
+ * selected rows), and that over the time as a fraction of --bw. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bench_util.h"
+#include "context.h"
+#include "eval/score.h"
+#include "fasa.h"
+
+typedef struct opts {
+    const char *model, *depths, *attn, *calib, *device;
+    int32_t budget, n_tip, reps, prefill, threads;
+    double bw;
+} opts;
+
+static int usage(void) {
+    fprintf(stderr, "usage: bench_engine -m MODEL [--device cpu|cuda|cuda-m] [--depths 0,4096,...] [--attn full|fasa]\n"
+                    "                    [--budget N] [--fc N] [--calib FILE] [--reps N] [--prefill N] [--bw BYTES/S]\n"
+                    "                    [-t THREADS]\n");
+    return 1;
+}
+
+static fasa_device device_of(const char *s) {
+    return !strcmp(s, "cuda") ? FASA_DEVICE_CUDA : !strcmp(s, "cuda-m") ? FASA_DEVICE_CUDA_HOST_KV : FASA_DEVICE_CPU;
+}
+
+static fasa_context *new_context(fasa_model *m, const opts *o, int32_t n_ctx) {
+    fasa_context_params cp = fasa_context_default_params();
+    cp.n_ctx = n_ctx;
+    cp.n_threads = o->threads;
+    cp.kv_type = FASA_KV_F16;
+    cp.device = device_of(o->device);
+    fasa_context *c = NULL;
+    if (fasa_context_init(m, &cp, &c) != FASA_OK) fprintf(stderr, "bench_engine: %s\n", fasa_last_error());
+    return c;
+}
+
+/* Prefill of n real (pseudo-random) tokens: median of 3, tokens/s. */
+static double time_prefill(fasa_model *m, const opts *o, const fasa_model_info *in) {
+    fasa_context *c = new_context(m, o, o->prefill + 1);
+    if (!c) return -1;
+    int32_t *tok = malloc((size_t)o->prefill * sizeof *tok);
+    float *logits = malloc((size_t)in->n_vocab * sizeof *logits);
+    double t[3];
+    for (int i = 0; i < o->prefill; i++) tok[i] = 100 + (i * 7919) % (in->n_vocab - 200);
+    for (int r = 0; r < 3; r++) {
+        fasa_context_reset(c);
+        const double t0 = bench_now();
+        if (fasa_eval(c, tok, o->prefill, logits, false) != FASA_OK) {
+            fprintf(stderr, "bench_engine: prefill: %s\n", fasa_last_error());
+            t[r] = 1e30;
+        } else {
+            t[r] = bench_now() - t0;
+        }
+    }
+    free(tok);
+    free(logits);
+    fasa_context_free(c);
+    return o->prefill / bench_median(t, 3);
+}
+
+static int run_depth(fasa_model *m, const opts *o, const fasa_model_info *in, const fasa_attn_params *ap, int32_t T) {
+    fasa_context *c = new_context(m, o, T + o->reps + 8);
+    if (!c) return 1;
+    int rc = 1;
+    double *t = malloc((size_t)o->reps * sizeof *t);
+    fasa_sampler *s = NULL;
+    const fasa_sampler_params sp = {0.0f, 1.0f, 0, 1};
+    if ((T > 0 && context_fill_random(c, T, 12345)) || fasa_context_set_attention(c, ap) ||
+        fasa_sampler_init(&sp, in->n_vocab, &s)) {
+        fprintf(stderr, "bench_engine: depth %d: %s\n", T, fasa_last_error());
+        goto done;
+    }
+    int32_t tok = 1234;
+    for (int r = -3; r < o->reps; r++) { /* three warm-up steps */
+        const double t0 = bench_now();
+        if (fasa_decode_sample(c, tok, s, &tok) != FASA_OK) {
+            fprintf(stderr, "bench_engine: decode at depth %d: %s\n", T, fasa_last_error());
+            goto done;
+        }
+        if (r >= 0) t[r] = bench_now() - t0;
+    }
+    const double sec = bench_median(t, o->reps);
+    const int32_t mid = T + 3 + o->reps / 2;
+    const double bytes = (double)in->weight_bytes + eval_kv_bytes_per_token(in, ap->method ? ap : NULL, mid, 2);
+    printf("| %d | %s | %.1f | %.3f | %.0f | %.1f | %.0f | %.0f%% |\n", T, ap->method ? ap->method : "full", 1.0 / sec,
+           sec * 1e3, fasa_context_device_bytes(c) / 1e6, bytes / 1e6, bytes / sec / 1e9,
+           o->bw > 0 ? 100.0 * bytes / sec / o->bw : 0.0);
+    fflush(stdout);
+    rc = 0;
+done:
+    fasa_sampler_free(s);
+    free(t);
+    fasa_context_free(c);
+    return rc;
+}
+
+int main(int argc, char **argv) {
+    opts o = {"models/SmolLM2-135M-Instruct.Q4_1.gguf", "0,4096", "full", NULL, "cpu", 256, 0, 32, 512, 0, 0.0};
+    static const struct option lo[] = {
+        {"device", required_argument, 0, 1}, {"depths", required_argument, 0, 2}, {"attn", required_argument, 0, 3},
+        {"budget", required_argument, 0, 4}, {"fc", required_argument, 0, 5},     {"calib", required_argument, 0, 6},
+        {"reps", required_argument, 0, 7},   {"prefill", required_argument, 0, 8}, {"bw", required_argument, 0, 9},
+        {0, 0, 0, 0},
+    };
+    int c;
+    while ((c = getopt_long(argc, argv, "m:t:", lo, NULL)) != -1) {
+        switch (c) {
+        case 'm': o.model = optarg; break;
+        case 't': o.threads = atoi(optarg); break;
+        case 1: o.device = optarg; break;
+        case 2: o.depths = optarg; break;
+        case 3: o.attn = optarg; break;
+        case 4: o.budget = atoi(optarg); break;
+        case 5: o.n_tip = atoi(optarg); break;
+        case 6: o.calib = optarg; break;
+        case 7: o.reps = atoi(optarg); break;
+        case 8: o.prefill = atoi(optarg); break;
+        case 9: o.bw = atof(optarg); break;
+        default: return usage();
+        }
+    }
+    if (o.reps < 1 || o.prefill < 0) return usage();
+    fasa_model *m;
+    fasa_calib *cal = NULL;
+    if (fasa_model_load(o.model, &m) != FASA_OK || (o.calib && fasa_calib_load(o.calib, m, &cal) != FASA_OK)) {
+        fprintf(stderr, "bench_engine: %s\n", fasa_last_error());
+        return 1;
+    }
+    fasa_model_info in;
+    fasa_model_get_info(m, &in);
+    fasa_attn_params ap = {0};
+    if (strcmp(o.attn, "full")) ap = (fasa_attn_params){.method = o.attn, .budget = o.budget, .n_tip = o.n_tip, .calib = cal};
+    printf("model %s: %d layers, %d/%d heads of %d, %.2f GB of weights read per token; device %s\n", in.name,
+           in.n_layers, in.n_heads, in.n_kv_heads, in.head_dim, in.weight_bytes / 1e9, o.device);
+    if (o.prefill > 0) {
+        const double tps = time_prefill(m, &o, &in);
+        printf("prefill of %d tokens: %.1f tok/s\n\n", o.prefill, tps);
+    }
+    printf("| depth | attention | decode tok/s | ms/token | device MB | MB read/token | GB/s | of --bw |\n"
+           "|---|---|---|---|---|---|---|---|\n");
+    int rc = 0;
+    char *list = strdup(o.depths);
+    for (char *tok = strtok(list, ","); tok && !rc; tok = strtok(NULL, ",")) rc = run_depth(m, &o, &in, &ap, atoi(tok));
+    free(list);
+    fasa_calib_free(cal);
+    fasa_model_free(m);
+    return rc;
+}
