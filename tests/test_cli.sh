@@ -40,6 +40,14 @@ yes "the quick brown fox jumps over the lazy dog" | head -n 200 > "$tmp/long.txt
 expect_error "prompt over context" "prompt has [0-9]+ tokens but the context holds 64" \
     "$FASA" generate -m "$MODEL" -f "$tmp/long.txt" -c 64 -n 4
 
+# A context past the training length is warned about; one past the machine's
+# memory is refused before anything is allocated, naming what to lower.
+expect_error "context over memory" "a context of 16000000 tokens needs [0-9.]+ GB .* lower the context size \(-c" \
+    "$FASA" generate -m "$MODEL" -p hi -c 16000000 -n 1
+grep -q "longer than the 8192 the model was trained on" "$tmp/err" && ok || bad "no warning past the training context"
+expect_ok "context past training" "$FASA" generate -m "$MODEL" -p hi -c 8300 -n 1 --temp 0
+grep -q "warning: a context of 8300 tokens is longer than the 8192" "$tmp/err" && ok || bad "no warning for -c 8300: $(head -c 300 "$tmp/err")"
+
 # Generation: greedy is deterministic and says something.
 expect_ok "generate greedy" "$FASA" generate -m "$MODEL" -p "The capital of France is" -n 8 --temp 0 -t 2
 cp "$tmp/out" "$tmp/gen1"

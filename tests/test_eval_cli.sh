@@ -40,6 +40,25 @@ expect_error "results folder is a file" "results folder '$tmp/afile' exists but 
 expect_error "results folder under a file" "cannot create results folder '$tmp/afile/x': Not a directory" \
     "$FASA" eval ppl -m "$MODEL" --text "$tmp/text.txt" --out "$tmp/afile/x" --attn full --ctx 64 --decode 4
 
+# qa: a question about a document.
+expect_error "qa without doc" "qa needs --doc FILE and --question TEXT" "$FASA" eval qa -m "$MODEL" --question "Why?"
+expect_error "qa missing doc" "cannot open the document '$tmp/none.py'" \
+    "$FASA" eval qa -m "$MODEL" --doc "$tmp/none.py" --question "Why?" --out "$tmp/qa" --attn full
+printf 'x = 1\0y = 2\n' > "$tmp/nul.py"
+expect_error "qa doc with NUL" "holds a NUL byte" \
+    "$FASA" eval qa -m "$MODEL" --doc "$tmp/nul.py" --question "Why?" --out "$tmp/qa" --attn full
+expect_error "doc on another task" "belong to the qa task" "${E[@]}" --attn full --doc "$tmp/nul.py"
+printf 'SECRET_NUMBER = 4711\n\ndef f(x):\n    return x + SECRET_NUMBER\n' > "$tmp/doc.py"
+expect_ok "qa tiny" "$FASA" eval qa -m "$MODEL" --doc "$tmp/doc.py" --question "What is SECRET_NUMBER?" \
+    --expect 4711 --attn full,stream --budget 16 --decode 8 --out "$tmp/qa" -t 1
+python3 -c '
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+assert [r["label"] for r in rows] == ["full", "stream"], rows
+for r in rows:
+    assert r["task"] == "qa" and r["expected"] == ["4711"] and 0 <= r["score"] <= 1 and r["decode_ms"] > 0, r
+' "$tmp/qa/results.jsonl" && ok || bad "qa results: $(head -c 400 "$tmp/qa/results.jsonl")"
+
 # A tiny run: 2 cells, then a rerun that measures nothing.
 expect_ok "tiny eval" "${E[@]}" --attn full,stream --budget 16 --ctx 64 --decode 4 --samples 1
 [ "$(wc -l < "$tmp/e/results.jsonl")" -eq 2 ] && ok || bad "tiny eval wrote $(wc -l < "$tmp/e/results.jsonl") lines, expected 2"
