@@ -16,7 +16,7 @@
 #include "bench_util.h"
 #include "backend_cpu.h"
 #include "fasa.h"
-#include "fasa/calib.h"
+#include "calib/calib.h"
 
 typedef struct opts {
     const char *model, *ctx_list, *calib, *method;

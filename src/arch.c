@@ -33,7 +33,7 @@ static const arch_tensor layer_tensors[] = {
 
 const arch_desc *arch_find(gguf_str name) {
     for (size_t i = 0; i < sizeof archs / sizeof archs[0]; i++)
-        if (gguf_str_eq(name, archs[i].name)) return &archs[i];
+        if (fasa_gguf_str_eq(name, archs[i].name)) return &archs[i];
     return NULL;
 }
 

@@ -372,10 +372,10 @@ static fasa_status read_metadata(cursor *c, gguf_file_impl *f) {
 
 static fasa_status read_alignment(const cursor *c, gguf_file *g) {
     g->alignment = GGUF_DEFAULT_ALIGNMENT;
-    const gguf_kv *kv = gguf_find_kv(g, "general.alignment");
+    const gguf_kv *kv = fasa_gguf_find_kv(g, "general.alignment");
     if (!kv) return FASA_OK;
     if (kv->type != GGUF_TYPE_UINT32)
-        return fail(c, "general.alignment has type %s, must be uint32", gguf_type_name(kv->type));
+        return fail(c, "general.alignment has type %s, must be uint32", fasa_gguf_type_name(kv->type));
     if (kv->v.u64 == 0 || (kv->v.u64 & (kv->v.u64 - 1)) != 0)
         return fail(c, "general.alignment is %" PRIu64 ", must be a nonzero power of two",
                     kv->v.u64);
@@ -503,7 +503,7 @@ static fasa_status parse(const uint8_t *base, size_t size, const char *name, ggu
     f->pub.size = size;
     f->name = fasa_malloc(strlen(name) + 1, 1, "GGUF file name");
     if (!f->name) {
-        gguf_close(&f->pub);
+        fasa_gguf_close(&f->pub);
         return FASA_E_NOMEM;
     }
     memcpy(f->name, name, strlen(name) + 1);
@@ -515,24 +515,24 @@ static fasa_status parse(const uint8_t *base, size_t size, const char *name, ggu
     if (!st) st = read_tensor_infos(&c, f);
     if (!st) st = validate_tensors(&c, &f->pub);
     if (st) {
-        gguf_close(&f->pub);
+        fasa_gguf_close(&f->pub);
         return st;
     }
     *out = &f->pub;
     return FASA_OK;
 }
 
-fasa_status gguf_open_buffer(const void *buf, size_t size, gguf_file **out) {
+fasa_status fasa_gguf_open_buffer(const void *buf, size_t size, gguf_file **out) {
     if (!out) return fasa_error(FASA_E_ARG, "gguf_open_buffer: out is NULL");
     *out = NULL;
     if (!buf && size) return fasa_error(FASA_E_ARG, "gguf_open_buffer: buffer is NULL");
     return parse(buf, size, "GGUF buffer", out);
 }
 
-fasa_status gguf_open(const char *path, gguf_file **out) {
-    if (!out) return fasa_error(FASA_E_ARG, "gguf_open: out is NULL");
+fasa_status fasa_gguf_open(const char *path, gguf_file **out) {
+    if (!out) return fasa_error(FASA_E_ARG, "fasa_gguf_open: out is NULL");
     *out = NULL;
-    if (!path) return fasa_error(FASA_E_ARG, "gguf_open: path is NULL");
+    if (!path) return fasa_error(FASA_E_ARG, "fasa_gguf_open: path is NULL");
     /* O_NONBLOCK so that a FIFO given by mistake fails below instead of
      * blocking in open(); it changes nothing for a regular file. */
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
@@ -573,7 +573,7 @@ fasa_status gguf_open(const char *path, gguf_file **out) {
     return FASA_OK;
 }
 
-void gguf_close(gguf_file *g) {
+void fasa_gguf_close(gguf_file *g) {
     if (!g) return;
     gguf_file_impl *f = (gguf_file_impl *)g;
     if (g->kv)
@@ -589,20 +589,20 @@ void gguf_close(gguf_file *g) {
 
 /* ---- lookups and typed getters ----------------------------------------- */
 
-const gguf_kv *gguf_find_kv(const gguf_file *g, const char *key) {
+const gguf_kv *fasa_gguf_find_kv(const gguf_file *g, const char *key) {
     if (!g || !key) return NULL;
     const name_ref *r = index_find(impl_of(g)->kv_index, g->n_kv, key);
     return r ? &g->kv[r->index] : NULL;
 }
 
-const gguf_tensor *gguf_find_tensor(const gguf_file *g, const char *name) {
+const gguf_tensor *fasa_gguf_find_tensor(const gguf_file *g, const char *name) {
     if (!g || !name) return NULL;
     const name_ref *r = index_find(impl_of(g)->tensor_index, g->n_tensors, name);
     return r ? &g->tensors[r->index] : NULL;
 }
 
 static fasa_status get_kv(const gguf_file *g, const char *key, const gguf_kv **out) {
-    *out = gguf_find_kv(g, key);
+    *out = fasa_gguf_find_kv(g, key);
     if (*out) return FASA_OK;
     return fasa_error(FASA_E_FORMAT, "%s: key '%s' is missing", impl_of(g)->name, key);
 }
@@ -611,9 +611,9 @@ static fasa_status wrong_type(const gguf_file *g, const char *key, const gguf_kv
                               const char *expected) {
     if (kv->type == GGUF_TYPE_ARRAY)
         return fasa_error(FASA_E_FORMAT, "%s: key '%s' is an array of %s, expected %s",
-                          impl_of(g)->name, key, gguf_type_name(kv->arr_type), expected);
+                          impl_of(g)->name, key, fasa_gguf_type_name(kv->arr_type), expected);
     return fasa_error(FASA_E_FORMAT, "%s: key '%s' has type %s, expected %s", impl_of(g)->name, key,
-                      gguf_type_name(kv->type), expected);
+                      fasa_gguf_type_name(kv->type), expected);
 }
 
 static bool type_is_unsigned(uint32_t t) {
@@ -638,7 +638,7 @@ static fasa_status out_of_range(const gguf_file *g, const char *key, const gguf_
                       impl_of(g)->name, key, kv->v.f64, target);
 }
 
-fasa_status gguf_get_u32(const gguf_file *g, const char *key, uint32_t *out) {
+fasa_status fasa_gguf_get_u32(const gguf_file *g, const char *key, uint32_t *out) {
     const gguf_kv *kv;
     fasa_status st = get_kv(g, key, &kv);
     if (st) return st;
@@ -656,7 +656,7 @@ fasa_status gguf_get_u32(const gguf_file *g, const char *key, uint32_t *out) {
     return wrong_type(g, key, kv, "an integer");
 }
 
-fasa_status gguf_get_i64(const gguf_file *g, const char *key, int64_t *out) {
+fasa_status fasa_gguf_get_i64(const gguf_file *g, const char *key, int64_t *out) {
     const gguf_kv *kv;
     fasa_status st = get_kv(g, key, &kv);
     if (st) return st;
@@ -672,7 +672,7 @@ fasa_status gguf_get_i64(const gguf_file *g, const char *key, int64_t *out) {
     return wrong_type(g, key, kv, "an integer");
 }
 
-fasa_status gguf_get_f32(const gguf_file *g, const char *key, float *out) {
+fasa_status fasa_gguf_get_f32(const gguf_file *g, const char *key, float *out) {
     const gguf_kv *kv;
     fasa_status st = get_kv(g, key, &kv);
     if (st) return st;
@@ -685,7 +685,7 @@ fasa_status gguf_get_f32(const gguf_file *g, const char *key, float *out) {
     return FASA_OK;
 }
 
-fasa_status gguf_get_bool(const gguf_file *g, const char *key, bool *out) {
+fasa_status fasa_gguf_get_bool(const gguf_file *g, const char *key, bool *out) {
     const gguf_kv *kv;
     fasa_status st = get_kv(g, key, &kv);
     if (st) return st;
@@ -694,7 +694,7 @@ fasa_status gguf_get_bool(const gguf_file *g, const char *key, bool *out) {
     return FASA_OK;
 }
 
-fasa_status gguf_get_str(const gguf_file *g, const char *key, gguf_str *out) {
+fasa_status fasa_gguf_get_str(const gguf_file *g, const char *key, gguf_str *out) {
     const gguf_kv *kv;
     fasa_status st = get_kv(g, key, &kv);
     if (st) return st;
@@ -703,25 +703,25 @@ fasa_status gguf_get_str(const gguf_file *g, const char *key, gguf_str *out) {
     return FASA_OK;
 }
 
-fasa_status gguf_get_arr(const gguf_file *g, const char *key, uint32_t elem_type,
+fasa_status fasa_gguf_get_arr(const gguf_file *g, const char *key, uint32_t elem_type,
                          const gguf_kv **out) {
     const gguf_kv *kv;
     fasa_status st = get_kv(g, key, &kv);
     if (st) return st;
     if (kv->type != GGUF_TYPE_ARRAY || kv->arr_type != elem_type) {
         char expected[40];
-        snprintf(expected, sizeof expected, "an array of %s", gguf_type_name(elem_type));
+        snprintf(expected, sizeof expected, "an array of %s", fasa_gguf_type_name(elem_type));
         return wrong_type(g, key, kv, expected);
     }
     *out = kv;
     return FASA_OK;
 }
 
-bool gguf_str_eq(gguf_str s, const char *cstr) {
+bool fasa_gguf_str_eq(gguf_str s, const char *cstr) {
     size_t n = strlen(cstr);
     return s.len == n && (n == 0 || memcmp(s.data, cstr, n) == 0);
 }
 
-const char *gguf_type_name(uint32_t type) {
+const char *fasa_gguf_type_name(uint32_t type) {
     return type < GGUF_TYPE_COUNT ? value_type_names[type] : "unknown";
 }

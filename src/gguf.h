@@ -85,32 +85,32 @@ typedef struct gguf_file {
 
 /* Opens and validates a file. On failure *out is NULL and the error message
  * names the path and the problem. */
-fasa_status gguf_open(const char *path, gguf_file **out);
+fasa_status fasa_gguf_open(const char *path, gguf_file **out);
 
 /* Same, over a caller-owned buffer that must outlive the result (tests, fuzzing). */
-fasa_status gguf_open_buffer(const void *buf, size_t size, gguf_file **out);
+fasa_status fasa_gguf_open_buffer(const void *buf, size_t size, gguf_file **out);
 
-void gguf_close(gguf_file *g);
+void fasa_gguf_close(gguf_file *g);
 
-const gguf_kv *gguf_find_kv(const gguf_file *g, const char *key);
-const gguf_tensor *gguf_find_tensor(const gguf_file *g, const char *name);
+const gguf_kv *fasa_gguf_find_kv(const gguf_file *g, const char *key);
+const gguf_tensor *fasa_gguf_find_tensor(const gguf_file *g, const char *name);
 
 /* Typed getters. Integer getters accept any integer type whose value fits;
  * float getters accept FLOAT32/FLOAT64. A missing key or a wrong type is
  * FASA_E_FORMAT with a message naming the key. */
-fasa_status gguf_get_u32(const gguf_file *g, const char *key, uint32_t *out);
-fasa_status gguf_get_i64(const gguf_file *g, const char *key, int64_t *out);
-fasa_status gguf_get_f32(const gguf_file *g, const char *key, float *out);
-fasa_status gguf_get_bool(const gguf_file *g, const char *key, bool *out);
-fasa_status gguf_get_str(const gguf_file *g, const char *key, gguf_str *out);
+fasa_status fasa_gguf_get_u32(const gguf_file *g, const char *key, uint32_t *out);
+fasa_status fasa_gguf_get_i64(const gguf_file *g, const char *key, int64_t *out);
+fasa_status fasa_gguf_get_f32(const gguf_file *g, const char *key, float *out);
+fasa_status fasa_gguf_get_bool(const gguf_file *g, const char *key, bool *out);
+fasa_status fasa_gguf_get_str(const gguf_file *g, const char *key, gguf_str *out);
 /* An array whose element type must be `elem_type`. */
-fasa_status gguf_get_arr(const gguf_file *g, const char *key, uint32_t elem_type,
+fasa_status fasa_gguf_get_arr(const gguf_file *g, const char *key, uint32_t elem_type,
                          const gguf_kv **out);
 
 /* Compares a gguf_str with a NUL-terminated string. */
-bool gguf_str_eq(gguf_str s, const char *cstr);
+bool fasa_gguf_str_eq(gguf_str s, const char *cstr);
 
 /* Human-readable name of a value type ("uint32", "string", ...). */
-const char *gguf_type_name(uint32_t type);
+const char *fasa_gguf_type_name(uint32_t type);
 
 #endif

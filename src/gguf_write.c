@@ -59,7 +59,7 @@ static fasa_status key(gguf_writer *w, const char *k, uint32_t type) {
     return st ? st : meta(w, &type, 4);
 }
 
-fasa_status gguf_writer_open(const char *path, gguf_writer **out) {
+fasa_status fasa_gguf_writer_open(const char *path, gguf_writer **out) {
     *out = NULL;
     gguf_writer *w = fasa_calloc(1, sizeof *w, "GGUF writer");
     if (!w) return FASA_E_NOMEM;
@@ -74,20 +74,20 @@ fasa_status gguf_writer_open(const char *path, gguf_writer **out) {
     return FASA_OK;
 }
 
-fasa_status gguf_writer_u32(gguf_writer *w, const char *k, uint32_t v) {
+fasa_status fasa_gguf_writer_u32(gguf_writer *w, const char *k, uint32_t v) {
     fasa_status st = key(w, k, GGUF_TYPE_UINT32);
     return st ? st : meta(w, &v, 4);
 }
-fasa_status gguf_writer_f32(gguf_writer *w, const char *k, float v) {
+fasa_status fasa_gguf_writer_f32(gguf_writer *w, const char *k, float v) {
     fasa_status st = key(w, k, GGUF_TYPE_FLOAT32);
     return st ? st : meta(w, &v, 4);
 }
-fasa_status gguf_writer_bool(gguf_writer *w, const char *k, bool v) {
+fasa_status fasa_gguf_writer_bool(gguf_writer *w, const char *k, bool v) {
     const uint8_t b = v;
     fasa_status st = key(w, k, GGUF_TYPE_BOOL);
     return st ? st : meta(w, &b, 1);
 }
-fasa_status gguf_writer_str(gguf_writer *w, const char *k, const char *v) {
+fasa_status fasa_gguf_writer_str(gguf_writer *w, const char *k, const char *v) {
     fasa_status st = key(w, k, GGUF_TYPE_STRING);
     return st ? st : meta_str(w, v, strlen(v));
 }
@@ -122,7 +122,7 @@ static fasa_status put_scalar(gguf_writer *w, const gguf_kv *kv) {
     return meta(w, b, n);
 }
 
-fasa_status gguf_writer_copy(gguf_writer *w, const gguf_kv *kv) {
+fasa_status fasa_gguf_writer_copy(gguf_writer *w, const gguf_kv *kv) {
     char k[256];
     snprintf(k, sizeof k, "%.*s", (int)(kv->key.len < 255 ? kv->key.len : 255), kv->key.data);
     fasa_status st = key(w, k, kv->type);
@@ -137,7 +137,7 @@ fasa_status gguf_writer_copy(gguf_writer *w, const gguf_kv *kv) {
     return meta(w, kv->arr_data, (size_t)(kv->arr_len * scalar_size(kv->arr_type)));
 }
 
-fasa_status gguf_writer_str_array(gguf_writer *w, const char *k, uint64_t n,
+fasa_status fasa_gguf_writer_str_array(gguf_writer *w, const char *k, uint64_t n,
                                   const char *(*get)(void *user, uint64_t i, uint64_t *len), void *user) {
     const uint32_t t = GGUF_TYPE_STRING;
     fasa_status st = key(w, k, GGUF_TYPE_ARRAY);
@@ -151,7 +151,7 @@ fasa_status gguf_writer_str_array(gguf_writer *w, const char *k, uint64_t n,
     return st;
 }
 
-fasa_status gguf_writer_i32_array(gguf_writer *w, const char *k, uint64_t n, int32_t (*get)(void *user, uint64_t i),
+fasa_status fasa_gguf_writer_i32_array(gguf_writer *w, const char *k, uint64_t n, int32_t (*get)(void *user, uint64_t i),
                                   void *user) {
     const uint32_t t = GGUF_TYPE_INT32;
     fasa_status st = key(w, k, GGUF_TYPE_ARRAY);
@@ -164,7 +164,7 @@ fasa_status gguf_writer_i32_array(gguf_writer *w, const char *k, uint64_t n, int
     return st;
 }
 
-fasa_status gguf_writer_tensor(gguf_writer *w, const char *name, uint32_t n_dims, const uint64_t *ne, uint32_t type) {
+fasa_status fasa_gguf_writer_tensor(gguf_writer *w, const char *name, uint32_t n_dims, const uint64_t *ne, uint32_t type) {
     if (w->started) return fasa_error(FASA_E_ARG, "GGUF writer: a tensor declared after the data began");
     if (n_dims < 1 || n_dims > GGUF_MAX_DIMS) return fasa_error(FASA_E_ARG, "GGUF writer: %u dimensions", n_dims);
     uint64_t rows = 1;
@@ -216,7 +216,7 @@ static fasa_status start(gguf_writer *w) {
     return st;
 }
 
-fasa_status gguf_writer_data(gguf_writer *w, const void *bytes, size_t n) {
+fasa_status fasa_gguf_writer_data(gguf_writer *w, const void *bytes, size_t n) {
     if (w->err) return w->err;
     fasa_status st = w->started ? FASA_OK : start(w);
     while (!st && n > 0) {
@@ -239,7 +239,7 @@ fasa_status gguf_writer_data(gguf_writer *w, const void *bytes, size_t n) {
     return st;
 }
 
-fasa_status gguf_writer_close(gguf_writer *w) {
+fasa_status fasa_gguf_writer_close(gguf_writer *w) {
     fasa_status st = w->err;
     if (!st && !w->started) st = start(w);
     if (!st && (w->cur != w->n_tensors || w->cur_done))

@@ -61,6 +61,5 @@ void kv_load_row(const fasa_kv *kv, const void *row, float *dst) {
         memcpy(dst, row, (size_t)kv->head_dim * sizeof(float));
         return;
     }
-    const uint16_t *h = row;
-    for (int32_t i = 0; i < kv->head_dim; i++) dst[i] = fasa_f16_to_f32(h[i]);
+    quant_dequant_row(FASA_TYPE_F16, row, dst, kv->head_dim);
 }

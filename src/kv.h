@@ -50,4 +50,12 @@ void kv_store(fasa_kv *kv, int32_t layer, int32_t pos, const float *k, const flo
 /* Reads a row of either cache into f32. */
 void kv_load_row(const fasa_kv *kv, const void *row, float *dst);
 
+/* A row as f32: an f32 cache's row in place, an f16 row widened into buf
+ * (head_dim floats). The one place cache rows are widened. */
+static inline const float *kv_row_f32(const fasa_kv *kv, const void *row, float *buf) {
+    if (kv->type == FASA_KV_F32) return (const float *)row;
+    kv_load_row(kv, row, buf);
+    return buf;
+}
+
 #endif

@@ -4,7 +4,7 @@
 #include <string.h>
 
 #include "error.h"
-#include "fasa/calib.h"
+#include "calib/calib.h"
 #include "model.h"
 
 void label_set_free(label_set *l) {

@@ -24,7 +24,7 @@ static fasa_status get_arch_u32(const gguf_file *g, const char *arch, const char
     char key[128];
     uint32_t v;
     fasa_status st = arch_key(arch, suffix, key, sizeof key);
-    if (st == FASA_OK) st = gguf_get_u32(g, key, &v);
+    if (st == FASA_OK) st = fasa_gguf_get_u32(g, key, &v);
     if (st != FASA_OK) return st;
     if ((int64_t)v < lo || (int64_t)v > hi)
         return fasa_error(FASA_E_FORMAT, "metadata %s = %u is outside the supported range [%d, %d]",
@@ -39,15 +39,15 @@ static fasa_status get_arch_f32_opt(const gguf_file *g, const char *arch, const 
     char key[128];
     fasa_status st = arch_key(arch, suffix, key, sizeof key);
     if (st != FASA_OK) return st;
-    if (!gguf_find_kv(g, key)) return FASA_OK;
-    return gguf_get_f32(g, key, out);
+    if (!fasa_gguf_find_kv(g, key)) return FASA_OK;
+    return fasa_gguf_get_f32(g, key, out);
 }
 
 static fasa_status read_hparams(fasa_model *m) {
     const gguf_file *g = m->gguf;
     fasa_model_info *in = &m->info;
     gguf_str arch;
-    fasa_status st = gguf_get_str(g, "general.architecture", &arch);
+    fasa_status st = fasa_gguf_get_str(g, "general.architecture", &arch);
     if (st != FASA_OK) return st;
     if (!(m->arch = arch_find(arch))) {
         char names[128];
@@ -58,7 +58,7 @@ static fasa_status read_hparams(fasa_model *m) {
     snprintf(in->arch, sizeof in->arch, "%s", m->arch->name);
     in->rope_layout = m->arch->rope_layout;
     gguf_str name = {0, ""};
-    if (gguf_find_kv(g, "general.name") && gguf_get_str(g, "general.name", &name) == FASA_OK)
+    if (fasa_gguf_find_kv(g, "general.name") && fasa_gguf_get_str(g, "general.name", &name) == FASA_OK)
         snprintf(in->name, sizeof in->name, "%.*s", (int)(name.len > 95 ? 95 : name.len), name.data);
 
     const char *ar = in->arch;
@@ -71,7 +71,7 @@ static fasa_status read_hparams(fasa_model *m) {
     in->n_kv_heads = in->n_heads;
     char key[128];
     arch_key(ar, "attention.head_count_kv", key, sizeof key);
-    if (gguf_find_kv(g, key) &&
+    if (fasa_gguf_find_kv(g, key) &&
         (st = get_arch_u32(g, ar, "attention.head_count_kv", &in->n_kv_heads, 1, in->n_heads)))
         return st;
     if (in->n_heads % in->n_kv_heads)
@@ -82,7 +82,7 @@ static fasa_status read_hparams(fasa_model *m) {
                           in->n_embd, in->n_heads);
     in->head_dim = in->n_embd / in->n_heads;
     arch_key(ar, "attention.key_length", key, sizeof key);
-    if (gguf_find_kv(g, key) && (st = get_arch_u32(g, ar, "attention.key_length", &in->head_dim, 2, 1024)))
+    if (fasa_gguf_find_kv(g, key) && (st = get_arch_u32(g, ar, "attention.key_length", &in->head_dim, 2, 1024)))
         return st;
     if (in->head_dim % 2)
         return fasa_error(FASA_E_FORMAT, "head dimension %d is odd; RoPE needs pairs", in->head_dim);
@@ -91,7 +91,7 @@ static fasa_status read_hparams(fasa_model *m) {
                           FASA_MAX_HEAD_DIM);
     int32_t rope_dims = in->head_dim;
     arch_key(ar, "rope.dimension_count", key, sizeof key);
-    if (gguf_find_kv(g, key) && (st = get_arch_u32(g, ar, "rope.dimension_count", &rope_dims, 1, 1024)))
+    if (fasa_gguf_find_kv(g, key) && (st = get_arch_u32(g, ar, "rope.dimension_count", &rope_dims, 1, 1024)))
         return st;
     if (rope_dims != in->head_dim)
         return fasa_error(FASA_E_UNSUPPORTED, "partial rotary embeddings (%d of %d dims) are not supported",
@@ -104,12 +104,12 @@ static fasa_status read_hparams(fasa_model *m) {
         (st = get_arch_f32_opt(g, ar, "attention.layer_norm_rms_epsilon", &m->rms_eps)))
         return st;
     arch_key(ar, "rope.scaling.type", key, sizeof key);
-    if (gguf_find_kv(g, key)) {
+    if (fasa_gguf_find_kv(g, key)) {
         gguf_str type;
-        if ((st = gguf_get_str(g, key, &type))) return st;
-        if (gguf_str_eq(type, "linear")) {
+        if ((st = fasa_gguf_get_str(g, key, &type))) return st;
+        if (fasa_gguf_str_eq(type, "linear")) {
             if ((st = get_arch_f32_opt(g, ar, "rope.scaling.factor", &in->rope_scale))) return st;
-        } else if (!gguf_str_eq(type, "none")) {
+        } else if (!fasa_gguf_str_eq(type, "none")) {
             return fasa_error(FASA_E_UNSUPPORTED, "RoPE scaling type '%.*s' is not supported (linear, none)",
                               (int)(type.len > 32 ? 32 : type.len), type.data);
         }
@@ -124,7 +124,7 @@ static fasa_status read_hparams(fasa_model *m) {
 
 /* Finds a tensor and records that the model uses it. */
 static const gguf_tensor *use_tensor(fasa_model *m, const char *name, bool *used) {
-    const gguf_tensor *t = gguf_find_tensor(m->gguf, name);
+    const gguf_tensor *t = fasa_gguf_find_tensor(m->gguf, name);
     if (t) used[t - m->gguf->tensors] = true;
     return t;
 }
@@ -217,7 +217,7 @@ static fasa_status load_weights(fasa_model *m, bool *used) {
     if (st) return st;
     /* The embedding matrix is read one row per token, not whole. */
     m->info.weight_bytes -= quant_row_bytes(m->tok_embd.type, E) * (uint64_t)(in->n_vocab - 1);
-    if (gguf_find_tensor(m->gguf, "output.weight")) {
+    if (fasa_gguf_find_tensor(m->gguf, "output.weight")) {
         if ((st = get_weight(m, used, "output.weight", E, in->n_vocab, &m->output))) return st;
     } else {
         m->output = m->tok_embd; /* tied embeddings */
@@ -264,8 +264,8 @@ static fasa_status init_rope(fasa_model *m) {
 
 static fasa_status detect_chat(fasa_model *m) {
     gguf_str t;
-    if (!gguf_find_kv(m->gguf, "tokenizer.chat_template")) return FASA_OK;
-    fasa_status st = gguf_get_str(m->gguf, "tokenizer.chat_template", &t);
+    if (!fasa_gguf_find_kv(m->gguf, "tokenizer.chat_template")) return FASA_OK;
+    fasa_status st = fasa_gguf_get_str(m->gguf, "tokenizer.chat_template", &t);
     return st ? st : chat_template_detect(t.data, t.len, &m->chat);
 }
 
@@ -274,7 +274,7 @@ fasa_status fasa_model_load(const char *path, fasa_model **out) {
     if (!path) return fasa_error(FASA_E_ARG, "no model path given");
     fasa_model *m = fasa_calloc(1, sizeof *m, "model");
     if (!m) return FASA_E_NOMEM;
-    fasa_status st = gguf_open(path, &m->gguf);
+    fasa_status st = fasa_gguf_open(path, &m->gguf);
     if (!st) st = read_hparams(m);
     if (!st) st = tokenizer_init(m->gguf, &m->tok);
     bool *used = NULL;
@@ -318,7 +318,7 @@ void fasa_model_free(fasa_model *m) {
     free(m->inv_freq);
     chat_template_free(&m->chat);
     tokenizer_free(m->tok);
-    gguf_close(m->gguf);
+    fasa_gguf_close(m->gguf);
     free(m);
 }
 

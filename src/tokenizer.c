@@ -55,11 +55,11 @@ int32_t tokenizer_unknown(const fasa_tokenizer *t) {
 
 static fasa_status read_model(fasa_tokenizer *t, const gguf_file *g) {
     gguf_str model;
-    fasa_status st = gguf_get_str(g, "tokenizer.ggml.model", &model);
+    fasa_status st = fasa_gguf_get_str(g, "tokenizer.ggml.model", &model);
     if (st) return st;
-    if (gguf_str_eq(model, "gpt2")) {
+    if (fasa_gguf_str_eq(model, "gpt2")) {
         t->model = TOK_MODEL_BPE;
-    } else if (gguf_str_eq(model, "llama")) {
+    } else if (fasa_gguf_str_eq(model, "llama")) {
         t->model = TOK_MODEL_SPM;
     } else {
         return fasa_error(FASA_E_UNSUPPORTED,
@@ -74,9 +74,9 @@ static fasa_status read_types(fasa_tokenizer *t, const gguf_file *g) {
     t->type = fasa_malloc((size_t)t->n_vocab, 1, "token types");
     if (!t->type) return FASA_E_NOMEM;
     memset(t->type, TOK_TYPE_NORMAL, (size_t)t->n_vocab);
-    if (!gguf_find_kv(g, "tokenizer.ggml.token_type")) return FASA_OK;
+    if (!fasa_gguf_find_kv(g, "tokenizer.ggml.token_type")) return FASA_OK;
     const gguf_kv *kv;
-    fasa_status st = gguf_get_arr(g, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, &kv);
+    fasa_status st = fasa_gguf_get_arr(g, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, &kv);
     if (st) return st;
     if (kv->arr_len != (uint64_t)t->n_vocab)
         return fasa_error(FASA_E_FORMAT,
@@ -93,7 +93,7 @@ static fasa_status read_types(fasa_tokenizer *t, const gguf_file *g) {
 
 static fasa_status read_vocab(fasa_tokenizer *t, const gguf_file *g) {
     const gguf_kv *kv;
-    fasa_status st = gguf_get_arr(g, "tokenizer.ggml.tokens", GGUF_TYPE_STRING, &kv);
+    fasa_status st = fasa_gguf_get_arr(g, "tokenizer.ggml.tokens", GGUF_TYPE_STRING, &kv);
     if (st) return st;
     if (kv->arr_len == 0 || kv->arr_len > (1u << 30))
         return fasa_error(FASA_E_FORMAT, "tokenizer.ggml.tokens has %llu entries",
@@ -209,9 +209,9 @@ static fasa_status build_pieces(fasa_tokenizer *t) {
 static fasa_status read_token_id(const fasa_tokenizer *t, const gguf_file *g, const char *key,
                                  int32_t *out) {
     *out = -1;
-    if (!gguf_find_kv(g, key)) return FASA_OK;
+    if (!fasa_gguf_find_kv(g, key)) return FASA_OK;
     int64_t v;
-    fasa_status st = gguf_get_i64(g, key, &v);
+    fasa_status st = fasa_gguf_get_i64(g, key, &v);
     if (st) return st;
     if (v < 0 || v >= t->n_vocab)
         return fasa_error(FASA_E_FORMAT, "%s is %lld but the vocabulary has %d tokens", key,
@@ -222,7 +222,7 @@ static fasa_status read_token_id(const fasa_tokenizer *t, const gguf_file *g, co
 
 static fasa_status read_bool(const gguf_file *g, const char *key, bool dflt, bool *out) {
     *out = dflt;
-    return gguf_find_kv(g, key) ? gguf_get_bool(g, key, out) : FASA_OK;
+    return fasa_gguf_find_kv(g, key) ? fasa_gguf_get_bool(g, key, out) : FASA_OK;
 }
 
 static void add_eog(fasa_tokenizer *t, int32_t id) {

@@ -281,7 +281,7 @@ static void merge_insert(fasa_tokenizer *t, int32_t a, int32_t b, int32_t rank, 
  * outside the vocabulary can never apply and is dropped. */
 static fasa_status read_merges(fasa_tokenizer *t, const gguf_file *g) {
     const gguf_kv *kv;
-    fasa_status st = gguf_get_arr(g, "tokenizer.ggml.merges", GGUF_TYPE_STRING, &kv);
+    fasa_status st = fasa_gguf_get_arr(g, "tokenizer.ggml.merges", GGUF_TYPE_STRING, &kv);
     if (st) return st;
     /* Ranks are compared as floats (shared with SentencePiece scores). */
     if (kv->arr_len >= (1u << 24))
@@ -328,12 +328,12 @@ static fasa_status read_pre(fasa_tokenizer *t, const gguf_file *g) {
                  {"llama-bpe", TOK_PRE_LLAMA3}, {"llama3", TOK_PRE_LLAMA3},
                  {"qwen2", TOK_PRE_QWEN2}};
     t->pre = TOK_PRE_GPT2;
-    if (!gguf_find_kv(g, "tokenizer.ggml.pre")) return FASA_OK;
+    if (!fasa_gguf_find_kv(g, "tokenizer.ggml.pre")) return FASA_OK;
     gguf_str name;
-    fasa_status st = gguf_get_str(g, "tokenizer.ggml.pre", &name);
+    fasa_status st = fasa_gguf_get_str(g, "tokenizer.ggml.pre", &name);
     if (st) return st;
     for (size_t i = 0; i < sizeof known / sizeof known[0]; i++) {
-        if (gguf_str_eq(name, known[i].name)) {
+        if (fasa_gguf_str_eq(name, known[i].name)) {
             t->pre = known[i].pre;
             /* Llama 3's tokenizer looks a word up whole before merging. */
             t->ignore_merges = t->pre == TOK_PRE_LLAMA3;

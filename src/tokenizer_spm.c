@@ -21,9 +21,9 @@ static const char space_mark[3] = {'\xE2', '\x96', '\x81'}; /* U+2581 */
 static fasa_status read_scores(fasa_tokenizer *t, const gguf_file *g) {
     t->score = fasa_calloc((size_t)t->n_vocab, sizeof *t->score, "token scores");
     if (!t->score) return FASA_E_NOMEM;
-    if (!gguf_find_kv(g, "tokenizer.ggml.scores")) return FASA_OK; /* merges go left to right */
+    if (!fasa_gguf_find_kv(g, "tokenizer.ggml.scores")) return FASA_OK; /* merges go left to right */
     const gguf_kv *kv;
-    fasa_status st = gguf_get_arr(g, "tokenizer.ggml.scores", GGUF_TYPE_FLOAT32, &kv);
+    fasa_status st = fasa_gguf_get_arr(g, "tokenizer.ggml.scores", GGUF_TYPE_FLOAT32, &kv);
     if (st) return st;
     if (kv->arr_len != (uint64_t)t->n_vocab)
         return fasa_error(FASA_E_FORMAT,

@@ -24,8 +24,8 @@
 #include "attn/policy.h"
 #include "context.h"
 #include "fasa.h"
-#include "fasa/ca.h"
-#include "fasa/calib.h"
+#include "measure/ca.h"
+#include "calib/calib.h"
 
 static fasa_model *model;
 static int32_t *text_ids;

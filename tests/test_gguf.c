@@ -30,7 +30,7 @@ static fasa_status open_copy(const void *data, size_t len, uint8_t **copy, gguf_
     assert_non_null(*copy);
     if (len) memcpy(*copy, data, len);
     fasa_clear_error();
-    return gguf_open_buffer(*copy, len, g);
+    return fasa_gguf_open_buffer(*copy, len, g);
 }
 
 static void expect_error(fasa_status got, fasa_status want, const char *substr) {
@@ -61,15 +61,15 @@ static gguf_file *open_ok(const gguf_builder *b, uint8_t **copy) {
 }
 
 static const gguf_kv *find_kv(const gguf_file *g, const char *key) {
-    const gguf_kv *kv = gguf_find_kv(g, key);
+    const gguf_kv *kv = fasa_gguf_find_kv(g, key);
     if (!kv) print_error("key %s not found\n", key);
     assert_non_null(kv);
     return kv;
 }
 
 static void assert_str_eq(gguf_str s, const char *want) {
-    if (!gguf_str_eq(s, want)) print_error("got '%.*s', expected '%s'\n", (int)s.len, s.data, want);
-    assert_true(gguf_str_eq(s, want));
+    if (!fasa_gguf_str_eq(s, want)) print_error("got '%.*s', expected '%s'\n", (int)s.len, s.data, want);
+    assert_true(fasa_gguf_str_eq(s, want));
 }
 
 /* ---- the synthetic file ------------------------------------------------ */
@@ -187,7 +187,7 @@ static void test_synthetic_round_trip(void **state) {
         assert_int_equal(g->data_offset % SYN_ALIGN, 0);
         assert_int_equal(g->data_offset + 64 + 2 * 2 * 34, b.len);
 
-        const gguf_tensor *t = gguf_find_tensor(g, "w.f32");
+        const gguf_tensor *t = fasa_gguf_find_tensor(g, "w.f32");
         assert_non_null(t);
         assert_str_eq(t->name, "w.f32");
         assert_int_equal(t->n_dims, 2);
@@ -202,7 +202,7 @@ static void test_synthetic_round_trip(void **state) {
         memcpy(f, t->data, sizeof f);
         for (int i = 0; i < 12; i++) assert_true(f[i] == (float)i);
 
-        t = gguf_find_tensor(g, "w.q8");
+        t = fasa_gguf_find_tensor(g, "w.q8");
         assert_non_null(t);
         assert_int_equal(t->type, FASA_TYPE_Q8_0);
         assert_int_equal(t->offset, 64);
@@ -211,19 +211,19 @@ static void test_synthetic_round_trip(void **state) {
         assert_int_equal(((const uint8_t *)t->data)[135], 135);
 
         /* Known to ggml, unknown to quant.h: left for the model loader. */
-        t = gguf_find_tensor(g, "w.iq2");
+        t = fasa_gguf_find_tensor(g, "w.iq2");
         assert_non_null(t);
         assert_int_equal(t->type, SYN_IQ2_XXS);
         assert_int_equal(t->n_bytes, 0);
         assert_null(t->data);
 
-        assert_ptr_equal(&g->tensors[1], gguf_find_tensor(g, "w.q8"));
-        assert_null(gguf_find_tensor(g, "w"));
-        assert_null(gguf_find_tensor(g, "w.q8x"));
-        assert_null(gguf_find_kv(g, "t.u"));
-        assert_null(gguf_find_kv(g, "t.missing"));
+        assert_ptr_equal(&g->tensors[1], fasa_gguf_find_tensor(g, "w.q8"));
+        assert_null(fasa_gguf_find_tensor(g, "w"));
+        assert_null(fasa_gguf_find_tensor(g, "w.q8x"));
+        assert_null(fasa_gguf_find_kv(g, "t.u"));
+        assert_null(fasa_gguf_find_kv(g, "t.missing"));
 
-        gguf_close(g);
+        fasa_gguf_close(g);
         free(copy);
         gb_free(&b);
     }
@@ -257,7 +257,7 @@ static double now_ms(void) {
 
 static gguf_file *open_model(void) {
     gguf_file *g = NULL;
-    fasa_status st = gguf_open(FASA_TEST_MODEL, &g);
+    fasa_status st = fasa_gguf_open(FASA_TEST_MODEL, &g);
     if (st) print_error("%s (fetch it with scripts/fetch-model.sh)\n", fasa_last_error());
     assert_int_equal(st, FASA_OK);
     return g;
@@ -274,34 +274,34 @@ static void test_model_facts(void **state) {
     assert_int_equal(g->data_offset, 1785664); /* as gguf-py reports it */
 
     gguf_str s;
-    assert_int_equal(gguf_get_str(g, "general.architecture", &s), FASA_OK);
+    assert_int_equal(fasa_gguf_get_str(g, "general.architecture", &s), FASA_OK);
     assert_str_eq(s, "llama");
     uint32_t u;
-    assert_int_equal(gguf_get_u32(g, "llama.block_count", &u), FASA_OK);
+    assert_int_equal(fasa_gguf_get_u32(g, "llama.block_count", &u), FASA_OK);
     assert_int_equal(u, 30);
-    assert_int_equal(gguf_get_u32(g, "llama.embedding_length", &u), FASA_OK);
+    assert_int_equal(fasa_gguf_get_u32(g, "llama.embedding_length", &u), FASA_OK);
     assert_int_equal(u, 576);
-    assert_int_equal(gguf_get_u32(g, "llama.attention.head_count", &u), FASA_OK);
+    assert_int_equal(fasa_gguf_get_u32(g, "llama.attention.head_count", &u), FASA_OK);
     assert_int_equal(u, 9);
-    assert_int_equal(gguf_get_u32(g, "llama.attention.head_count_kv", &u), FASA_OK);
+    assert_int_equal(fasa_gguf_get_u32(g, "llama.attention.head_count_kv", &u), FASA_OK);
     assert_int_equal(u, 3);
     float f;
-    assert_int_equal(gguf_get_f32(g, "llama.rope.freq_base", &f), FASA_OK);
+    assert_int_equal(fasa_gguf_get_f32(g, "llama.rope.freq_base", &f), FASA_OK);
     assert_true(f == 100000.0f);
 
     const gguf_kv *tokens;
-    assert_int_equal(gguf_get_arr(g, "tokenizer.ggml.tokens", GGUF_TYPE_STRING, &tokens), FASA_OK);
+    assert_int_equal(fasa_gguf_get_arr(g, "tokenizer.ggml.tokens", GGUF_TYPE_STRING, &tokens), FASA_OK);
     assert_int_equal(tokens->arr_len, 49152);
     assert_str_eq(tokens->arr_str[1], "<|im_start|>");
     const gguf_kv *merges;
-    assert_int_equal(gguf_get_arr(g, "tokenizer.ggml.merges", GGUF_TYPE_STRING, &merges), FASA_OK);
+    assert_int_equal(fasa_gguf_get_arr(g, "tokenizer.ggml.merges", GGUF_TYPE_STRING, &merges), FASA_OK);
     assert_int_equal(merges->arr_len, 48900);
     const gguf_kv *types;
-    assert_int_equal(gguf_get_arr(g, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, &types),
+    assert_int_equal(fasa_gguf_get_arr(g, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, &types),
                      FASA_OK);
     assert_int_equal(types->arr_len, 49152);
 
-    const gguf_tensor *t = gguf_find_tensor(g, "token_embd.weight");
+    const gguf_tensor *t = fasa_gguf_find_tensor(g, "token_embd.weight");
     assert_non_null(t);
     assert_int_equal(t->type, FASA_TYPE_Q8_0);
     assert_int_equal(t->n_dims, 2);
@@ -310,7 +310,7 @@ static void test_model_facts(void **state) {
     assert_int_equal(t->n_bytes, (uint64_t)49152 * (576 / 32) * 34);
     assert_ptr_equal(t->data, g->base + 1785664);
 
-    t = gguf_find_tensor(g, "blk.0.attn_q.weight");
+    t = fasa_gguf_find_tensor(g, "blk.0.attn_q.weight");
     assert_non_null(t);
     assert_int_equal(t->type, FASA_TYPE_Q4_1);
     assert_int_equal(t->ne[0], 576);
@@ -329,11 +329,11 @@ static void test_model_facts(void **state) {
         assert_true(ti->name.len < sizeof name);
         memcpy(name, ti->name.data, ti->name.len);
         name[ti->name.len] = '\0';
-        assert_ptr_equal(gguf_find_tensor(g, name), ti);
+        assert_ptr_equal(fasa_gguf_find_tensor(g, name), ti);
         total += ti->n_bytes;
     }
     assert_true(total > 90000000 && total <= g->size - g->data_offset);
-    gguf_close(g);
+    fasa_gguf_close(g);
 }
 
 /* String-array views are built once at open, so opening is cheap. The bound
@@ -345,7 +345,7 @@ static void test_model_opens_fast(void **state) {
     for (int rep = 0; rep < 5; rep++) {
         double t0 = now_ms();
         gguf_file *g = open_model();
-        gguf_close(g);
+        fasa_gguf_close(g);
         double dt = now_ms() - t0;
         if (dt < best) best = dt;
     }
@@ -561,7 +561,7 @@ static void test_one_tensor_ok(void **state) {
     gguf_file *g = open_ok(&b, &copy);
     assert_int_equal(g->data_offset, 64);
     assert_int_equal(g->tensors[0].n_bytes, 32);
-    gguf_close(g);
+    fasa_gguf_close(g);
     free(copy);
     gb_free(&b);
 }
@@ -688,16 +688,16 @@ static void test_open_paths(void **state) {
     (void)state;
     const char *missing = FASA_BUILD_DIR "/test_gguf_no_such_file.gguf";
     gguf_file *g = (gguf_file *)&g; /* any non-NULL value: a failed open must reset it */
-    expect_error(gguf_open(missing, &g), FASA_E_IO,
+    expect_error(fasa_gguf_open(missing, &g), FASA_E_IO,
                  "test_gguf_no_such_file.gguf: cannot open: No such file or directory");
     assert_null(g);
 
-    expect_error(gguf_open(FASA_BUILD_DIR, &g), FASA_E_IO, ": cannot read: Is a directory");
+    expect_error(fasa_gguf_open(FASA_BUILD_DIR, &g), FASA_E_IO, ": cannot read: Is a directory");
     assert_null(g);
 
     const char *empty = FASA_BUILD_DIR "/test_gguf_empty.gguf";
     write_file(empty, "", 0);
-    expect_error(gguf_open(empty, &g), FASA_E_IO, "test_gguf_empty.gguf: file is empty");
+    expect_error(fasa_gguf_open(empty, &g), FASA_E_IO, "test_gguf_empty.gguf: file is empty");
     assert_null(g);
     remove(empty);
 
@@ -706,17 +706,17 @@ static void test_open_paths(void **state) {
     build_synthetic(&b, 3);
     const char *path = FASA_BUILD_DIR "/test_gguf_synthetic.gguf";
     write_file(path, b.data, b.len);
-    assert_int_equal(gguf_open(path, &g), FASA_OK);
+    assert_int_equal(fasa_gguf_open(path, &g), FASA_OK);
     assert_true(g->owns_mapping);
     assert_int_equal(g->size, b.len);
     assert_memory_equal(g->base, b.data, b.len);
     assert_str_eq(find_kv(g, "t.arr_str")->arr_str[2], "<|im_start|>");
-    gguf_close(g);
+    fasa_gguf_close(g);
 
     /* A broken file's message starts with its path. */
     const char *cut = FASA_BUILD_DIR "/test_gguf_truncated.gguf";
     write_file(cut, b.data, b.len - 1);
-    expect_error(gguf_open(cut, &g), FASA_E_FORMAT,
+    expect_error(fasa_gguf_open(cut, &g), FASA_E_FORMAT,
                  FASA_BUILD_DIR "/test_gguf_truncated.gguf: tensor 1 ('w.q8'): data ends at byte");
     assert_null(g);
     remove(cut);
@@ -733,75 +733,75 @@ static void test_getters(void **state) {
     gguf_file *g = open_ok(&b, &copy);
 
     uint32_t u;
-    assert_int_equal(gguf_get_u32(g, "t.u8", &u), FASA_OK);
+    assert_int_equal(fasa_gguf_get_u32(g, "t.u8", &u), FASA_OK);
     assert_int_equal(u, 200);
-    assert_int_equal(gguf_get_u32(g, "t.i32_pos", &u), FASA_OK);
+    assert_int_equal(fasa_gguf_get_u32(g, "t.i32_pos", &u), FASA_OK);
     assert_int_equal(u, 123);
-    assert_int_equal(gguf_get_u32(g, "t.u32", &u), FASA_OK);
+    assert_int_equal(fasa_gguf_get_u32(g, "t.u32", &u), FASA_OK);
     assert_int_equal(u, 4000000000u);
-    expect_error(gguf_get_u32(g, "t.missing", &u), FASA_E_FORMAT,
+    expect_error(fasa_gguf_get_u32(g, "t.missing", &u), FASA_E_FORMAT,
                  "GGUF buffer: key 't.missing' is missing");
-    expect_error(gguf_get_u32(g, "t.str", &u), FASA_E_FORMAT,
+    expect_error(fasa_gguf_get_u32(g, "t.str", &u), FASA_E_FORMAT,
                  "key 't.str' has type string, expected an integer");
-    expect_error(gguf_get_u32(g, "t.f32", &u), FASA_E_FORMAT,
+    expect_error(fasa_gguf_get_u32(g, "t.f32", &u), FASA_E_FORMAT,
                  "key 't.f32' has type float32, expected an integer");
-    expect_error(gguf_get_u32(g, "t.i32", &u), FASA_E_FORMAT,
+    expect_error(fasa_gguf_get_u32(g, "t.i32", &u), FASA_E_FORMAT,
                  "key 't.i32' is -2000000000, which does not fit in uint32");
-    expect_error(gguf_get_u32(g, "t.i8", &u), FASA_E_FORMAT,
+    expect_error(fasa_gguf_get_u32(g, "t.i8", &u), FASA_E_FORMAT,
                  "key 't.i8' is -100, which does not fit in uint32");
-    expect_error(gguf_get_u32(g, "t.u64", &u), FASA_E_FORMAT,
+    expect_error(fasa_gguf_get_u32(g, "t.u64", &u), FASA_E_FORMAT,
                  "key 't.u64' is 5000000000, which does not fit in uint32");
 
     int64_t i;
-    assert_int_equal(gguf_get_i64(g, "t.i64", &i), FASA_OK);
+    assert_int_equal(fasa_gguf_get_i64(g, "t.i64", &i), FASA_OK);
     assert_true(i == INT64_C(-5000000000000));
-    assert_int_equal(gguf_get_i64(g, "t.u64", &i), FASA_OK);
+    assert_int_equal(fasa_gguf_get_i64(g, "t.u64", &i), FASA_OK);
     assert_true(i == 5000000000);
-    assert_int_equal(gguf_get_i64(g, "t.i16", &i), FASA_OK);
+    assert_int_equal(fasa_gguf_get_i64(g, "t.i16", &i), FASA_OK);
     assert_true(i == -30000);
-    expect_error(gguf_get_i64(g, "t.u64_max", &i), FASA_E_FORMAT,
+    expect_error(fasa_gguf_get_i64(g, "t.u64_max", &i), FASA_E_FORMAT,
                  "key 't.u64_max' is 18446744073709551615, which does not fit in int64");
-    expect_error(gguf_get_i64(g, "t.bool", &i), FASA_E_FORMAT,
+    expect_error(fasa_gguf_get_i64(g, "t.bool", &i), FASA_E_FORMAT,
                  "key 't.bool' has type bool, expected an integer");
 
     float f;
-    assert_int_equal(gguf_get_f32(g, "t.f32", &f), FASA_OK);
+    assert_int_equal(fasa_gguf_get_f32(g, "t.f32", &f), FASA_OK);
     assert_true(f == 1.5f);
-    assert_int_equal(gguf_get_f32(g, "t.f64", &f), FASA_OK);
+    assert_int_equal(fasa_gguf_get_f32(g, "t.f64", &f), FASA_OK);
     assert_true(f == 0.25f);
-    expect_error(gguf_get_f32(g, "t.f64_big", &f), FASA_E_FORMAT,
+    expect_error(fasa_gguf_get_f32(g, "t.f64_big", &f), FASA_E_FORMAT,
                  "key 't.f64_big' is 1e+300, which does not fit in float32");
-    expect_error(gguf_get_f32(g, "t.u32", &f), FASA_E_FORMAT,
+    expect_error(fasa_gguf_get_f32(g, "t.u32", &f), FASA_E_FORMAT,
                  "key 't.u32' has type uint32, expected a float");
 
     bool flag = false;
-    assert_int_equal(gguf_get_bool(g, "t.bool", &flag), FASA_OK);
+    assert_int_equal(fasa_gguf_get_bool(g, "t.bool", &flag), FASA_OK);
     assert_true(flag);
-    expect_error(gguf_get_bool(g, "t.u8", &flag), FASA_E_FORMAT,
+    expect_error(fasa_gguf_get_bool(g, "t.u8", &flag), FASA_E_FORMAT,
                  "key 't.u8' has type uint8, expected bool");
 
     gguf_str s;
-    assert_int_equal(gguf_get_str(g, "t.str", &s), FASA_OK);
+    assert_int_equal(fasa_gguf_get_str(g, "t.str", &s), FASA_OK);
     assert_str_eq(s, "hello, gguf");
-    expect_error(gguf_get_str(g, "t.arr_str", &s), FASA_E_FORMAT,
+    expect_error(fasa_gguf_get_str(g, "t.arr_str", &s), FASA_E_FORMAT,
                  "key 't.arr_str' is an array of string, expected string");
 
     const gguf_kv *kv = NULL;
-    assert_int_equal(gguf_get_arr(g, "t.arr_i32", GGUF_TYPE_INT32, &kv), FASA_OK);
-    assert_ptr_equal(kv, gguf_find_kv(g, "t.arr_i32"));
-    expect_error(gguf_get_arr(g, "t.arr_str", GGUF_TYPE_INT32, &kv), FASA_E_FORMAT,
+    assert_int_equal(fasa_gguf_get_arr(g, "t.arr_i32", GGUF_TYPE_INT32, &kv), FASA_OK);
+    assert_ptr_equal(kv, fasa_gguf_find_kv(g, "t.arr_i32"));
+    expect_error(fasa_gguf_get_arr(g, "t.arr_str", GGUF_TYPE_INT32, &kv), FASA_E_FORMAT,
                  "key 't.arr_str' is an array of string, expected an array of int32");
-    expect_error(gguf_get_arr(g, "t.u32", GGUF_TYPE_STRING, &kv), FASA_E_FORMAT,
+    expect_error(fasa_gguf_get_arr(g, "t.u32", GGUF_TYPE_STRING, &kv), FASA_E_FORMAT,
                  "key 't.u32' has type uint32, expected an array of string");
-    expect_error(gguf_get_arr(g, "nope", GGUF_TYPE_STRING, &kv), FASA_E_FORMAT,
+    expect_error(fasa_gguf_get_arr(g, "nope", GGUF_TYPE_STRING, &kv), FASA_E_FORMAT,
                  "key 'nope' is missing");
 
-    assert_string_equal(gguf_type_name(GGUF_TYPE_FLOAT64), "float64");
-    assert_string_equal(gguf_type_name(GGUF_TYPE_COUNT), "unknown");
-    assert_true(gguf_str_eq((gguf_str){0, ""}, ""));
-    assert_false(gguf_str_eq((gguf_str){2, "ab"}, "abc"));
+    assert_string_equal(fasa_gguf_type_name(GGUF_TYPE_FLOAT64), "float64");
+    assert_string_equal(fasa_gguf_type_name(GGUF_TYPE_COUNT), "unknown");
+    assert_true(fasa_gguf_str_eq((gguf_str){0, ""}, ""));
+    assert_false(fasa_gguf_str_eq((gguf_str){2, "ab"}, "abc"));
 
-    gguf_close(g);
+    fasa_gguf_close(g);
     free(copy);
     gb_free(&b);
 }

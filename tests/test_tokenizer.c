@@ -157,10 +157,10 @@ static void assert_round_trip(const fasa_tokenizer *t, const char *name, const i
 
 static fasa_tokenizer *load_tokenizer(const char *path) {
     gguf_file *g = NULL;
-    if (gguf_open(path, &g)) fail_msg("%s", fasa_last_error());
+    if (fasa_gguf_open(path, &g)) fail_msg("%s", fasa_last_error());
     fasa_tokenizer *t = NULL;
     if (tokenizer_init(g, &t)) fail_msg("%s", fasa_last_error());
-    gguf_close(g); /* the tokenizer keeps copies */
+    fasa_gguf_close(g); /* the tokenizer keeps copies */
     return t;
 }
 
@@ -481,10 +481,10 @@ static fasa_status tiny_init(const tiny_vocab *v, fasa_tokenizer **t) {
     }
     if (v->bos >= 0) gb_kv_u32(&b, "tokenizer.ggml.bos_token_id", (uint32_t)v->bos);
     gguf_file *g = NULL;
-    fasa_status st = gguf_open_buffer(b.data, b.len, &g);
+    fasa_status st = fasa_gguf_open_buffer(b.data, b.len, &g);
     if (st) fail_msg("test GGUF does not parse: %s", fasa_last_error());
     st = tokenizer_init(g, t);
-    gguf_close(g);
+    fasa_gguf_close(g);
     gb_free(&b);
     return st;
 }

@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "cli.h"
-#include "fasa/ca.h"
+#include "measure/ca.h"
 
 static const char *CMD = "ca";
 

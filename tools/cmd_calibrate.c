@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "cli.h"
-#include "fasa/calib.h"
+#include "calib/calib.h"
 
 static const char *CMD = "calibrate";
 

@@ -12,7 +12,7 @@
 #include <string.h>
 
 #include "cli.h"
-#include "fasa/calib.h"
+#include "calib/calib.h"
 #include "error.h"
 #include "gguf.h"
 #include "gguf_write.h"
@@ -166,7 +166,7 @@ static fasa_status write_matrix(gguf_writer *w, const char *name, uint32_t type,
             float a[256], b[256];
             for (size_t k = 0; k < row_bytes; k += t->block_bytes) random_block(type, t, row + k, rms, &rng, a, b);
         }
-        st = gguf_writer_data(w, buf, nr * row_bytes);
+        st = fasa_gguf_writer_data(w, buf, nr * row_bytes);
     }
     free(buf);
     return st;
@@ -176,7 +176,7 @@ static fasa_status write_ones(gguf_writer *w, uint64_t n) {
     float *v = malloc(n * sizeof *v);
     if (!v) return fasa_error(FASA_E_NOMEM, "out of memory");
     for (uint64_t i = 0; i < n; i++) v[i] = 1.0f;
-    fasa_status st = gguf_writer_data(w, v, n * sizeof *v);
+    fasa_status st = fasa_gguf_writer_data(w, v, n * sizeof *v);
     free(v);
     return st;
 }
@@ -212,20 +212,20 @@ static int32_t type_at(void *user, uint64_t i) {
 /* The source's tokenizer.* keys, the vocabulary padded to n_vocab. */
 static fasa_status write_tokenizer(gguf_writer *w, const gguf_file *src, uint64_t n_vocab, uint64_t *out_vocab) {
     vocab v = {0};
-    fasa_status st = gguf_get_arr(src, "tokenizer.ggml.tokens", GGUF_TYPE_STRING, &v.tokens);
+    fasa_status st = fasa_gguf_get_arr(src, "tokenizer.ggml.tokens", GGUF_TYPE_STRING, &v.tokens);
     if (st) return st;
-    v.types = gguf_find_kv(src, "tokenizer.ggml.token_type");
+    v.types = fasa_gguf_find_kv(src, "tokenizer.ggml.token_type");
     v.n = n_vocab > v.tokens->arr_len ? n_vocab : v.tokens->arr_len;
     *out_vocab = v.n;
     for (uint64_t i = 0; !st && i < src->n_kv; i++) {
         const gguf_kv *kv = &src->kv[i];
         if (kv->key.len < 10 || memcmp(kv->key.data, "tokenizer.", 10)) continue;
-        if (gguf_str_eq(kv->key, "tokenizer.ggml.tokens"))
-            st = gguf_writer_str_array(w, "tokenizer.ggml.tokens", v.n, token_at, &v);
-        else if (gguf_str_eq(kv->key, "tokenizer.ggml.token_type"))
-            st = gguf_writer_i32_array(w, "tokenizer.ggml.token_type", v.n, type_at, &v);
+        if (fasa_gguf_str_eq(kv->key, "tokenizer.ggml.tokens"))
+            st = fasa_gguf_writer_str_array(w, "tokenizer.ggml.tokens", v.n, token_at, &v);
+        else if (fasa_gguf_str_eq(kv->key, "tokenizer.ggml.token_type"))
+            st = fasa_gguf_writer_i32_array(w, "tokenizer.ggml.token_type", v.n, type_at, &v);
         else
-            st = gguf_writer_copy(w, kv);
+            st = fasa_gguf_writer_copy(w, kv);
     }
     return st;
 }
@@ -234,28 +234,28 @@ static fasa_status write_tokenizer(gguf_writer *w, const gguf_file *src, uint64_
 
 static fasa_status write_model(const char *path, const preset *p, const mix *x, const gguf_file *tok, uint64_t seed) {
     gguf_writer *w;
-    fasa_status st = gguf_writer_open(path, &w);
+    fasa_status st = fasa_gguf_writer_open(path, &w);
     if (st) return st;
     uint64_t V = 0;
     char name[96];
     snprintf(name, sizeof name, "synthetic %s %s (random weights)", p->name, x->name);
     const uint32_t hd = p->n_embd / p->n_heads, kvd = hd * p->n_kv_heads;
-    if ((st = gguf_writer_str(w, "general.architecture", "llama")) || (st = gguf_writer_str(w, "general.name", name)) ||
-        (st = gguf_writer_u32(w, "llama.block_count", p->n_layers)) ||
-        (st = gguf_writer_u32(w, "llama.context_length", p->n_ctx)) ||
-        (st = gguf_writer_u32(w, "llama.embedding_length", p->n_embd)) ||
-        (st = gguf_writer_u32(w, "llama.feed_forward_length", p->n_ff)) ||
-        (st = gguf_writer_u32(w, "llama.attention.head_count", p->n_heads)) ||
-        (st = gguf_writer_u32(w, "llama.attention.head_count_kv", p->n_kv_heads)) ||
-        (st = gguf_writer_f32(w, "llama.rope.freq_base", p->rope_base)) ||
-        (st = gguf_writer_f32(w, "llama.attention.layer_norm_rms_epsilon", p->eps)) ||
+    if ((st = fasa_gguf_writer_str(w, "general.architecture", "llama")) || (st = fasa_gguf_writer_str(w, "general.name", name)) ||
+        (st = fasa_gguf_writer_u32(w, "llama.block_count", p->n_layers)) ||
+        (st = fasa_gguf_writer_u32(w, "llama.context_length", p->n_ctx)) ||
+        (st = fasa_gguf_writer_u32(w, "llama.embedding_length", p->n_embd)) ||
+        (st = fasa_gguf_writer_u32(w, "llama.feed_forward_length", p->n_ff)) ||
+        (st = fasa_gguf_writer_u32(w, "llama.attention.head_count", p->n_heads)) ||
+        (st = fasa_gguf_writer_u32(w, "llama.attention.head_count_kv", p->n_kv_heads)) ||
+        (st = fasa_gguf_writer_f32(w, "llama.rope.freq_base", p->rope_base)) ||
+        (st = fasa_gguf_writer_f32(w, "llama.attention.layer_norm_rms_epsilon", p->eps)) ||
         (st = write_tokenizer(w, tok, p->n_vocab, &V)))
         goto done;
 
     /* Declarations first (the writer streams the data in this order). */
     const uint64_t E = p->n_embd, F = p->n_ff;
 #define DECL(nm, type, cols, rows)                                                                   \
-    if ((st = gguf_writer_tensor(w, nm, (rows) ? 2 : 1, (uint64_t[]){cols, rows}, type))) goto done;
+    if ((st = fasa_gguf_writer_tensor(w, nm, (rows) ? 2 : 1, (uint64_t[]){cols, rows}, type))) goto done;
     DECL("token_embd.weight", x->embd, E, V)
     DECL("output_norm.weight", FASA_TYPE_F32, E, 0)
     if (!p->tied) DECL("output.weight", x->out, E, V)
@@ -296,7 +296,7 @@ static fasa_status write_model(const char *path, const preset *p, const mix *x, 
     }
     fprintf(stderr, "\n");
 done:;
-    fasa_status st2 = gguf_writer_close(w);
+    fasa_status st2 = fasa_gguf_writer_close(w);
     return st ? st : st2;
 }
 
@@ -368,10 +368,10 @@ int cmd_synth(int argc, char **argv) {
     preset pp = *p;
     if (layers) pp.n_layers = (uint32_t)layers;
     gguf_file *tok = NULL;
-    if (gguf_open(tok_path, &tok) != FASA_OK) return cli_fail(CMD, "tokenizer source: %s", fasa_last_error());
+    if (fasa_gguf_open(tok_path, &tok) != FASA_OK) return cli_fail(CMD, "tokenizer source: %s", fasa_last_error());
     const double t0 = cli_now();
     fasa_status st = write_model(out, &pp, x, tok, (uint64_t)seed);
-    gguf_close(tok);
+    fasa_gguf_close(tok);
     if (!st && calib) st = write_calib(out, calib, (uint64_t)seed);
     if (st) return cli_fail(CMD, "%s", fasa_last_error());
     fprintf(stderr, "fasa synth: wrote %s (%s, %s, %u layers) in %.1f s\n", out, pp.name, x->name, pp.n_layers,

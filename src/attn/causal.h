@@ -15,10 +15,7 @@
  * into buf (head_dim floats) for an f16 one. */
 static inline const float *attn_key_f32(const fasa_kv *kv, int32_t layer, int32_t head, int32_t pos,
                                         float *buf) {
-    const void *row = kv_k_row(kv, layer, head, pos);
-    if (kv->type == FASA_KV_F32) return row;
-    quant_dequant_row(FASA_TYPE_F16, row, buf, kv->head_dim);
-    return buf;
+    return kv_row_f32(kv, kv_k_row(kv, layer, head, pos), buf);
 }
 
 static inline float attn_dot(const float *a, const float *b, int32_t d) {

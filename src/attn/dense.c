@@ -24,12 +24,6 @@ static inline void prefetch_row(const fasa_kv *kv, const void *row) {
     for (size_t b = 0; b < bytes; b += 64) __builtin_prefetch((const char *)row + b);
 }
 
-/* An f32 cache is read in place; an f16 row is widened into buf first. */
-static inline const float *row_f32(const fasa_kv *kv, const void *row, float *buf) {
-    if (kv->type == FASA_KV_F32) return row;
-    quant_dequant_row(FASA_TYPE_F16, row, buf, kv->head_dim);
-    return buf;
-}
 
 void attn_dense_part(const fasa_kv *kv, int32_t layer, int32_t kv_head, const float *q, int32_t n_q,
                      const int32_t *idx, int32_t j0, int32_t j1, float scale, float *part, float *scratch) {
@@ -41,7 +35,7 @@ void attn_dense_part(const fasa_kv *kv, int32_t layer, int32_t kv_head, const fl
     for (int32_t j = 0; j < n; j++) {
         const int32_t pos = idx ? idx[j0 + j] : j0 + j;
         if (idx && j + ATTN_PREFETCH < n) prefetch_row(kv, kv_k_row(kv, layer, kv_head, idx[j0 + j + ATTN_PREFETCH]));
-        const float *k = row_f32(kv, kv_k_row(kv, layer, kv_head, pos), buf);
+        const float *k = kv_row_f32(kv, kv_k_row(kv, layer, kv_head, pos), buf);
         for (int32_t g = 0; g < n_q; g++) w[(int64_t)g * n + j] = scale * dot(q + (int64_t)g * d, k, d);
     }
     for (int32_t g = 0; g < n_q; g++) {
@@ -68,7 +62,7 @@ void attn_dense_part(const fasa_kv *kv, int32_t layer, int32_t kv_head, const fl
                 const int32_t pos = idx ? idx[j0 + j] : j0 + j;
                 if (idx && g == 0 && c0 == 0 && j + 2 * ATTN_PREFETCH < n)
                     prefetch_row(kv, kv_v_row(kv, layer, kv_head, idx[j0 + j + 2 * ATTN_PREFETCH]));
-                const float *v = row_f32(kv, kv_v_row(kv, layer, kv_head, pos), buf) + c0;
+                const float *v = kv_row_f32(kv, kv_v_row(kv, layer, kv_head, pos), buf) + c0;
                 const float p = wg[j];
                 if (cw == 64)
                     for (int32_t i = 0; i < 64; i++) acc[i] += p * v[i];

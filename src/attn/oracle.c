@@ -18,12 +18,7 @@ static int32_t oracle_select(attn_policy *p, const attn_query *aq, int32_t *idx,
     const int32_t d = p->shape.head_dim, n = aq->n_keys;
     float *scores = scratch, *work = scratch + p->shape.n_ctx, *row = work + p->shape.n_ctx;
     for (int32_t j = 0; j < n; j++) {
-        const void *kr = kv_k_row(aq->kv, aq->layer, aq->kv_head, j);
-        const float *k = kr;
-        if (aq->kv->type != FASA_KV_F32) {
-            quant_dequant_row(FASA_TYPE_F16, kr, row, d);
-            k = row;
-        }
+        const float *k = kv_row_f32(aq->kv, kv_k_row(aq->kv, aq->layer, aq->kv_head, j), row);
         float s = 0.0f;
         for (int32_t g = 0; g < aq->n_q; g++)
             for (int32_t i = 0; i < d; i++) s += aq->q[(int64_t)g * d + i] * k[i];

@@ -11,7 +11,7 @@
 
 #include "error.h"
 #include "eval/task.h"
-#include "fasa/ca.h"
+#include "measure/ca.h"
 
 static void ca_key(const eval_env *e, const eval_config *cfg, const char *model, int32_t ctx, int32_t s, char *key,
                    int32_t cap) {

@@ -19,7 +19,7 @@
 #include <unistd.h>
 
 #include "error.h"
-#include "fasa/calib.h"
+#include "calib/calib.h"
 
 #define NAME "fuzz-input"
 #define PREFIX "calibration '" NAME "': "

@@ -24,7 +24,7 @@ static bool to_cstr(gguf_str s, char *buf, size_t cap) {
 static void use_kv(const gguf_file *g, const gguf_kv *kv, volatile uint64_t *sink) {
     char key[256];
     if (!to_cstr(kv->key, key, sizeof key)) return;
-    if (gguf_find_kv(g, key) != kv) abort(); /* keys are unique, the index must agree */
+    if (fasa_gguf_find_kv(g, key) != kv) abort(); /* keys are unique, the index must agree */
     uint32_t u;
     int64_t i;
     float f;
@@ -32,12 +32,12 @@ static void use_kv(const gguf_file *g, const gguf_kv *kv, volatile uint64_t *sin
     gguf_str s;
     const gguf_kv *arr;
     /* Every getter on every key: wrong types must fail cleanly, not crash. */
-    if (gguf_get_u32(g, key, &u) == FASA_OK) *sink += u;
-    if (gguf_get_i64(g, key, &i) == FASA_OK) *sink += (uint64_t)i;
-    if (gguf_get_f32(g, key, &f) == FASA_OK) *sink += (uint64_t)(f == f);
-    if (gguf_get_bool(g, key, &b) == FASA_OK) *sink += b;
-    if (gguf_get_str(g, key, &s) == FASA_OK && s.len) *sink += (uint8_t)s.data[s.len - 1];
-    if (gguf_get_arr(g, key, kv->arr_type, &arr) == FASA_OK) {
+    if (fasa_gguf_get_u32(g, key, &u) == FASA_OK) *sink += u;
+    if (fasa_gguf_get_i64(g, key, &i) == FASA_OK) *sink += (uint64_t)i;
+    if (fasa_gguf_get_f32(g, key, &f) == FASA_OK) *sink += (uint64_t)(f == f);
+    if (fasa_gguf_get_bool(g, key, &b) == FASA_OK) *sink += b;
+    if (fasa_gguf_get_str(g, key, &s) == FASA_OK && s.len) *sink += (uint8_t)s.data[s.len - 1];
+    if (fasa_gguf_get_arr(g, key, kv->arr_type, &arr) == FASA_OK) {
         if (arr->arr_type == GGUF_TYPE_STRING) {
             for (uint64_t k = 0; k < arr->arr_len; k++)
                 if (arr->arr_str[k].len)
@@ -50,7 +50,7 @@ static void use_kv(const gguf_file *g, const gguf_kv *kv, volatile uint64_t *sin
 
 static void use_tensor(const gguf_file *g, const gguf_tensor *t, volatile uint64_t *sink) {
     char name[256];
-    if (to_cstr(t->name, name, sizeof name) && gguf_find_tensor(g, name) != t) abort();
+    if (to_cstr(t->name, name, sizeof name) && fasa_gguf_find_tensor(g, name) != t) abort();
     if (!t->data) return;
     const uint8_t *p = t->data;
     if (p < g->base || t->n_bytes > g->size || p + t->n_bytes > g->base + g->size) abort();
@@ -60,7 +60,7 @@ static void use_tensor(const gguf_file *g, const gguf_tensor *t, volatile uint64
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     static volatile uint64_t sink;
     gguf_file *g = NULL;
-    fasa_status st = gguf_open_buffer(data, size, &g);
+    fasa_status st = fasa_gguf_open_buffer(data, size, &g);
     if (st != FASA_OK) {
         /* a format error must say where it comes from */
         if (g || (st == FASA_E_FORMAT && !strstr(fasa_last_error(), "GGUF buffer: "))) abort();
@@ -68,6 +68,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     for (uint64_t i = 0; i < g->n_kv; i++) use_kv(g, &g->kv[i], &sink);
     for (uint64_t i = 0; i < g->n_tensors; i++) use_tensor(g, &g->tensors[i], &sink);
-    gguf_close(g);
+    fasa_gguf_close(g);
     return 0;
 }

@@ -64,12 +64,12 @@ static fasa_tokenizer *load(const char *env, const char *dflt, const char *what)
     const char *path = getenv(env) ? getenv(env) : dflt;
     gguf_file *g = NULL;
     fasa_tokenizer *t = NULL;
-    if (gguf_open(path, &g) != FASA_OK || tokenizer_init(g, &t) != FASA_OK) {
+    if (fasa_gguf_open(path, &g) != FASA_OK || tokenizer_init(g, &t) != FASA_OK) {
         fprintf(stderr, "fuzz_tokenizer: cannot load the %s vocabulary from '%s': %s\n(set %s, or make it: see "
                 "tests/fuzz/README.md)\n", what, path, fasa_last_error(), env);
         exit(1);
     }
-    gguf_close(g);
+    fasa_gguf_close(g);
     return t;
 }
 

@@ -22,7 +22,7 @@
 
 #include "error.h"
 #include "kv.h"
-#include "fasa/calib.h"
+#include "calib/calib.h"
 #include "model.h"
 
 #define CALIB_FORMAT "fasa-calibration"

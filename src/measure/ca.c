@@ -1,6 +1,6 @@
 /* The CA probe: an attention policy that decodes exactly (attends to all)
  * while asking each candidate policy what it would have chosen. */
-#include "fasa/ca.h"
+#include "measure/ca.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -9,7 +9,7 @@
 #include "attn/policy.h"
 #include "context.h"
 #include "error.h"
-#include "fasa/calib.h"
+#include "calib/calib.h"
 #include "quant.h"
 
 typedef struct probe_state {
@@ -115,12 +115,7 @@ static int32_t probe_select(attn_policy *p, const attn_query *aq, int32_t *unuse
     float *cs = st->cand_scratch + (int64_t)h * (st->cand_scratch_floats + 1);
     float *row = cs; /* a widened key row, before the candidates use the scratch */
     for (int32_t j = 0; j < n; j++) {
-        const void *kr = kv_k_row(aq->kv, aq->layer, h, j);
-        const float *k = kr;
-        if (aq->kv->type != FASA_KV_F32) {
-            quant_dequant_row(FASA_TYPE_F16, kr, row, d);
-            k = row;
-        }
+        const float *k = kv_row_f32(aq->kv, kv_k_row(aq->kv, aq->layer, h, j), row);
         for (int32_t g = 0; g < group; g++) {
             float a = 0.0f;
             for (int32_t i = 0; i < d; i++) a += aq->q[(int64_t)g * d + i] * k[i];

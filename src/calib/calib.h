@@ -61,10 +61,5 @@ static inline int64_t calib_at(const fasa_calib *c, int32_t layer, int32_t head)
     return ((int64_t)layer * c->n_heads + head) * (c->head_dim / 2);
 }
 
-/* Per-FC logits of one query against keys 0..n-1 of a KV head:
- * out[i * n + j] = q[FC i] . k_j[FC i]. Used by calibration and the CA table. */
-struct fasa_kv;
-void calib_fc_logits(const struct fasa_kv *kv, int32_t layer, int32_t kv_head, const float *q,
-                     fasa_rope_layout layout, int32_t n, float *out, float *row);
 
 #endif

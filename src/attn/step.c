@@ -8,7 +8,7 @@
 #include "attn/fasa.h"
 #include "attn/policy.h"
 #include "error.h"
-#include "fasa/calib.h"
+#include "calib/calib.h"
 #include "labels.h"
 #include "model.h"
 
