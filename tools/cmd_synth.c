@@ -232,6 +232,27 @@ static fasa_status write_tokenizer(gguf_writer *w, const gguf_file *src, uint64_
 
 /* ---- the model -------------------------------------------------------- */
 
+/* The tensors of a block: a vector when rows is 0. */
+typedef struct synth_tensor {
+    const char *name;
+    uint32_t type;
+    uint64_t cols, rows;
+} synth_tensor;
+
+enum { LAYER_TENSORS = 9 };
+
+static void layer_tensors(const preset *p, const mix *x, synth_tensor *t) {
+    const uint64_t E = p->n_embd, F = p->n_ff, kvd = (uint64_t)p->n_embd / p->n_heads * p->n_kv_heads;
+    const synth_tensor all[LAYER_TENSORS] = {
+        {"attn_norm.weight", FASA_TYPE_F32, E, 0},   {"attn_q.weight", x->attn, E, E},
+        {"attn_k.weight", x->attn, E, kvd},          {"attn_v.weight", x->attn_v, E, kvd},
+        {"attn_output.weight", x->attn, E, E},       {"ffn_norm.weight", FASA_TYPE_F32, E, 0},
+        {"ffn_gate.weight", x->ffn, E, F},           {"ffn_up.weight", x->ffn, E, F},
+        {"ffn_down.weight", x->ffn_down, F, E},
+    };
+    memcpy(t, all, sizeof all);
+}
+
 static fasa_status write_model(const char *path, const preset *p, const mix *x, const gguf_file *tok, uint64_t seed) {
     gguf_writer *w;
     fasa_status st = fasa_gguf_writer_open(path, &w);
@@ -239,7 +260,6 @@ static fasa_status write_model(const char *path, const preset *p, const mix *x, 
     uint64_t V = 0;
     char name[96];
     snprintf(name, sizeof name, "synthetic %s %s (random weights)", p->name, x->name);
-    const uint32_t hd = p->n_embd / p->n_heads, kvd = hd * p->n_kv_heads;
     if ((st = fasa_gguf_writer_str(w, "general.architecture", "llama")) || (st = fasa_gguf_writer_str(w, "general.name", name)) ||
         (st = fasa_gguf_writer_u32(w, "llama.block_count", p->n_layers)) ||
         (st = fasa_gguf_writer_u32(w, "llama.context_length", p->n_ctx)) ||
@@ -253,46 +273,27 @@ static fasa_status write_model(const char *path, const preset *p, const mix *x, 
         goto done;
 
     /* Declarations first (the writer streams the data in this order). */
-    const uint64_t E = p->n_embd, F = p->n_ff;
-#define DECL(nm, type, cols, rows)                                                                   \
-    if ((st = fasa_gguf_writer_tensor(w, nm, (rows) ? 2 : 1, (uint64_t[]){cols, rows}, type))) goto done;
-    DECL("token_embd.weight", x->embd, E, V)
-    DECL("output_norm.weight", FASA_TYPE_F32, E, 0)
-    if (!p->tied) DECL("output.weight", x->out, E, V)
-    char nm[64];
-    for (uint32_t l = 0; l < p->n_layers; l++) {
-        snprintf(nm, sizeof nm, "blk.%u.attn_norm.weight", l);
-        DECL(nm, FASA_TYPE_F32, E, 0)
-        snprintf(nm, sizeof nm, "blk.%u.attn_q.weight", l);
-        DECL(nm, x->attn, E, E)
-        snprintf(nm, sizeof nm, "blk.%u.attn_k.weight", l);
-        DECL(nm, x->attn, E, kvd)
-        snprintf(nm, sizeof nm, "blk.%u.attn_v.weight", l);
-        DECL(nm, x->attn_v, E, kvd)
-        snprintf(nm, sizeof nm, "blk.%u.attn_output.weight", l);
-        DECL(nm, x->attn, E, E)
-        snprintf(nm, sizeof nm, "blk.%u.ffn_norm.weight", l);
-        DECL(nm, FASA_TYPE_F32, E, 0)
-        snprintf(nm, sizeof nm, "blk.%u.ffn_gate.weight", l);
-        DECL(nm, x->ffn, E, F)
-        snprintf(nm, sizeof nm, "blk.%u.ffn_up.weight", l);
-        DECL(nm, x->ffn, E, F)
-        snprintf(nm, sizeof nm, "blk.%u.ffn_down.weight", l);
-        DECL(nm, x->ffn_down, F, E)
-    }
-#undef DECL
+    const uint64_t E = p->n_embd;
+    synth_tensor t[LAYER_TENSORS];
+    layer_tensors(p, x, t);
+    fasa_status (*decl)(gguf_writer *, const char *, uint32_t, const uint64_t *, uint32_t) = fasa_gguf_writer_tensor;
+    if ((st = decl(w, "token_embd.weight", 2, (uint64_t[]){E, V}, x->embd)) ||
+        (st = decl(w, "output_norm.weight", 1, (uint64_t[]){E}, FASA_TYPE_F32)) ||
+        (!p->tied && (st = decl(w, "output.weight", 2, (uint64_t[]){E, V}, x->out))))
+        goto done;
+    for (uint32_t l = 0; l < p->n_layers; l++)
+        for (int i = 0; i < LAYER_TENSORS && !st; i++) {
+            char nm[64];
+            snprintf(nm, sizeof nm, "blk.%u.%s", l, t[i].name);
+            st = decl(w, nm, t[i].rows ? 2 : 1, (uint64_t[]){t[i].cols, t[i].rows}, t[i].type);
+        }
     uint64_t s = seed;
-    if ((st = write_matrix(w, "token_embd", x->embd, V, E, s++)) || (st = write_ones(w, E))) goto done;
+    if (st || (st = write_matrix(w, "token_embd", x->embd, V, E, s++)) || (st = write_ones(w, E))) goto done;
     if (!p->tied && (st = write_matrix(w, "output", x->out, V, E, s++))) goto done;
     for (uint32_t l = 0; l < p->n_layers && !st; l++) {
         fprintf(stderr, "\rfasa synth: layer %u of %u", l + 1, p->n_layers);
-        if ((st = write_ones(w, E)) || (st = write_matrix(w, "attn_q", x->attn, E, E, s++)) ||
-            (st = write_matrix(w, "attn_k", x->attn, kvd, E, s++)) ||
-            (st = write_matrix(w, "attn_v", x->attn_v, kvd, E, s++)) ||
-            (st = write_matrix(w, "attn_output", x->attn, E, E, s++)) || (st = write_ones(w, E)) ||
-            (st = write_matrix(w, "ffn_gate", x->ffn, F, E, s++)) || (st = write_matrix(w, "ffn_up", x->ffn, F, E, s++)) ||
-            (st = write_matrix(w, "ffn_down", x->ffn_down, E, F, s++)))
-            break;
+        for (int i = 0; i < LAYER_TENSORS && !st; i++)
+            st = t[i].rows ? write_matrix(w, t[i].name, t[i].type, t[i].rows, t[i].cols, s++) : write_ones(w, t[i].cols);
     }
     fprintf(stderr, "\n");
 done:;

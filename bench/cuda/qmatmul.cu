@@ -72,10 +72,128 @@ static const shape shapes[] = {
     {"ffn_down 4096x14336", FASA_TYPE_Q6_K, 4096, 14336}, {"output 128256x4096", FASA_TYPE_Q6_K, 128256, 4096},
 };
 
+/* ---- version 2, kept here for comparison: a lane takes one 32-element
+ * sub-block (32 activations per lane, 128 bytes apart across the warp) ---- */
+template <int R>
+__global__ void __launch_bounds__(256) q4k_matvec2_kernel(const qmm_args a) {
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int64_t r0 = ((int64_t)blockIdx.x * 8 + warp) * R;
+    if (r0 >= a.rows) return;
+    const int64_t n_sub = a.cols / 32;
+    float acc[R];
+#pragma unroll
+    for (int r = 0; r < R; ++r) acc[r] = 0.f;
+    for (int64_t sb = lane; sb < n_sub; sb += 32) {
+        const int64_t b = sb >> 3;
+        const int s = (int)(sb & 7);
+        float xv[32], xs = 0.f;
+        const float4 *xp = reinterpret_cast<const float4 *>(a.x + 32 * sb);
+#pragma unroll
+        for (int i = 0; i < 8; ++i) {
+            const float4 v = __ldg(xp + i);
+            xv[4 * i] = v.x, xv[4 * i + 1] = v.y, xv[4 * i + 2] = v.z, xv[4 * i + 3] = v.w;
+            xs += (v.x + v.y) + (v.z + v.w);
+        }
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+            if (r0 + r >= a.rows) break;
+            const uint8_t *blk = a.w + (r0 + r) * a.row_bytes + b * 144;
+            const uint32_t dm = *reinterpret_cast<const uint32_t *>(blk);
+            int sc, mn;
+            qmm_k_scale_min(*reinterpret_cast<const uint32_t *>(blk + 4), *reinterpret_cast<const uint32_t *>(blk + 8),
+                            *reinterpret_cast<const uint32_t *>(blk + 12), s, sc, mn);
+            const uint4 *qp = reinterpret_cast<const uint4 *>(blk + 16 + 32 * (s >> 1));
+            const uint4 q0 = qp[0], q1 = qp[1];
+            const uint32_t qw[8] = {q0.x, q0.y, q0.z, q0.w, q1.x, q1.y, q1.z, q1.w};
+            const int shift = 4 * (s & 1);
+            float dot = 0.f;
+#pragma unroll
+            for (int i = 0; i < 8; ++i) {
+                float f[4];
+                qmm_bytes_to_float((qw[i] >> shift) & 0x0F0F0F0Fu, f);
+                dot += f[0] * xv[4 * i] + f[1] * xv[4 * i + 1] + f[2] * xv[4 * i + 2] + f[3] * xv[4 * i + 3];
+            }
+            const float d = __half2float(__ushort_as_half((unsigned short)(dm & 0xffff)));
+            const float dmin = __half2float(__ushort_as_half((unsigned short)(dm >> 16)));
+            acc[r] += d * (float)sc * dot - dmin * (float)mn * xs;
+        }
+    }
+    qmm_store_rows<R>(acc, a, r0, lane);
+}
+
+/* 32 bytes from a 2-byte aligned address: nine aligned words, shifted. */
+__device__ __forceinline__ void qmm_load32_a2(const uint8_t *p, uint32_t *w) {
+    const uint32_t *a = reinterpret_cast<const uint32_t *>((uintptr_t)p & ~(uintptr_t)3);
+    const int sh = (int)((uintptr_t)p & 3) * 8;
+    uint32_t raw[9];
+#pragma unroll
+    for (int i = 0; i < 9; ++i) raw[i] = a[i];
+#pragma unroll
+    for (int i = 0; i < 8; ++i) w[i] = __funnelshift_r(raw[i], raw[i + 1], sh);
+}
+
+/* Q6_K (210-byte blocks, only 2-byte aligned): a lane takes elements
+ * 32g .. 32g + 31 of one half-block: 32 bytes of low nibbles, 32 bytes of
+ * high bit pairs, two int8 scales. x = d * sc * (q - 32). */
+template <int R>
+__global__ void __launch_bounds__(256) q6k_matvec2_kernel(const qmm_args a) {
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int64_t r0 = ((int64_t)blockIdx.x * 8 + warp) * R;
+    if (r0 >= a.rows) return;
+    const int64_t n_sub = a.cols / 32;
+    float acc[R];
+#pragma unroll
+    for (int r = 0; r < R; ++r) acc[r] = 0.f;
+    for (int64_t sb = lane; sb < n_sub; sb += 32) {
+        const int64_t b = sb >> 3;
+        const int e0 = (int)(sb & 7) * 32, half = e0 / 128, g = e0 % 128 / 32;
+        float xv[32], xs0 = 0.f, xs1 = 0.f;
+        const float4 *xp = reinterpret_cast<const float4 *>(a.x + 32 * sb);
+#pragma unroll
+        for (int i = 0; i < 8; ++i) {
+            const float4 v = __ldg(xp + i);
+            xv[4 * i] = v.x, xv[4 * i + 1] = v.y, xv[4 * i + 2] = v.z, xv[4 * i + 3] = v.w;
+            if (i < 4) xs0 += (v.x + v.y) + (v.z + v.w);
+            else xs1 += (v.x + v.y) + (v.z + v.w);
+        }
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+            if (r0 + r >= a.rows) break;
+            const uint8_t *blk = a.w + (r0 + r) * a.row_bytes + b * 210;
+            uint32_t ql[8], qh[8];
+            qmm_load32_a2(blk + 64 * half + 32 * (g & 1), ql);
+            qmm_load32_a2(blk + 128 + 32 * half, qh);
+            const float d = __half2float(__ushort_as_half((unsigned short)(blk[208] | blk[209] << 8)));
+            const float s0 = d * (float)(int8_t)blk[192 + e0 / 16], s1 = d * (float)(int8_t)blk[193 + e0 / 16];
+            float dot0 = 0.f, dot1 = 0.f;
+#pragma unroll
+            for (int i = 0; i < 8; ++i) {
+                const uint32_t q = ((ql[i] >> (4 * (g >> 1))) & 0x0F0F0F0Fu) | (((qh[i] >> (2 * g)) & 0x03030303u) << 4);
+                float f[4];
+                qmm_bytes_to_float(q, f);
+                const float part = f[0] * xv[4 * i] + f[1] * xv[4 * i + 1] + f[2] * xv[4 * i + 2] + f[3] * xv[4 * i + 3];
+                if (i < 4) dot0 += part;
+                else dot1 += part;
+            }
+            acc[r] += s0 * (dot0 - 32.f * xs0) + s1 * (dot1 - 32.f * xs1);
+        }
+    }
+    qmm_store_rows<R>(acc, a, r0, lane);
+}
+
+
+static void launch_v2(uint32_t type, const qmm_args &a, int R) {
+    const unsigned grid = (unsigned)((a.rows + 8 * R - 1) / (8 * R));
+    const bool q4 = type == FASA_TYPE_Q4_K;
+    if (R == 2) q4 ? q4k_matvec2_kernel<2><<<grid, 256>>>(a) : q6k_matvec2_kernel<2><<<grid, 256>>>(a);
+    else q4 ? q4k_matvec2_kernel<4><<<grid, 256>>>(a) : q6k_matvec2_kernel<4><<<grid, 256>>>(a);
+}
+
 /* Launches version v (1: generic; 10 V + R: K-quant version V with R rows per warp). */
 static void launch(int v, uint32_t type, const qmm_args &a) {
     if (v == 1) qfmt_dispatch(type, qmm_launcher{a, 0});
-    else qmm_launch_kquant(type, a, 0, v % 10, v / 10);
+    else if (v / 10 == 2) launch_v2(type, a, v % 10);
+    else qmm_launch_kquant(type, a, 0, v % 10);
     CK(cudaGetLastError());
 }
 

@@ -158,14 +158,10 @@ __global__ void __launch_bounds__(QMM_WARPS * 32) qmm_kernel(const qmm_args a) {
  *
  * The generic kernel decodes eight elements per lane from shared memory,
  * one narrow load per field, and measured instruction bound (docs/perf-
- * notes.md). For one token these read whole 32-element sub-blocks per lane
- * straight from global memory with word loads: a lane takes sub-block
- * `lane` of a 1024-element stretch (Q4_K: 4 blocks of 144 bytes per warp
- * step, 16-byte aligned in every row), so a warp step reads 576 contiguous
- * bytes per row; the lane's 32 activations are loaded once for R rows. A
- * nibble becomes a float by a byte permute into a float's mantissa (exact),
- * and Q4_K's per-sub-block min is applied once: sum((d sc q - dmin mn) x) =
- * d sc sum(q x) - dmin mn sum(x). */
+ * notes.md). For one token these read straight from global memory with
+ * word loads, the activations shared by R rows. A nibble becomes a float by
+ * a byte permute into a float's mantissa (exact), and Q4_K's min is applied
+ * once per lane: sum((d sc q - dmin mn) x) = d sc sum(q x) - dmin mn sum(x). */
 
 /* Four bytes of w (each < 256) as exact floats. */
 __device__ __forceinline__ void qmm_bytes_to_float(uint32_t w, float *f) {
@@ -187,50 +183,9 @@ __device__ __forceinline__ void qmm_k_scale_min(uint32_t w0, uint32_t w1, uint32
     }
 }
 
+/* The warp's R row sums, reduced across lanes and written with the bias. */
 template <int R>
-__global__ void __launch_bounds__(256) q4k_matvec_kernel(const qmm_args a) {
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int64_t r0 = ((int64_t)blockIdx.x * 8 + warp) * R;
-    if (r0 >= a.rows) return;
-    const int64_t n_sub = a.cols / 32;
-    float acc[R];
-#pragma unroll
-    for (int r = 0; r < R; ++r) acc[r] = 0.f;
-    for (int64_t sb = lane; sb < n_sub; sb += 32) {
-        const int64_t b = sb >> 3;
-        const int s = (int)(sb & 7);
-        float xv[32], xs = 0.f;
-        const float4 *xp = reinterpret_cast<const float4 *>(a.x + 32 * sb);
-#pragma unroll
-        for (int i = 0; i < 8; ++i) {
-            const float4 v = __ldg(xp + i);
-            xv[4 * i] = v.x, xv[4 * i + 1] = v.y, xv[4 * i + 2] = v.z, xv[4 * i + 3] = v.w;
-            xs += (v.x + v.y) + (v.z + v.w);
-        }
-#pragma unroll
-        for (int r = 0; r < R; ++r) {
-            if (r0 + r >= a.rows) break;
-            const uint8_t *blk = a.w + (r0 + r) * a.row_bytes + b * 144;
-            const uint32_t dm = *reinterpret_cast<const uint32_t *>(blk);
-            int sc, mn;
-            qmm_k_scale_min(*reinterpret_cast<const uint32_t *>(blk + 4), *reinterpret_cast<const uint32_t *>(blk + 8),
-                            *reinterpret_cast<const uint32_t *>(blk + 12), s, sc, mn);
-            const uint4 *qp = reinterpret_cast<const uint4 *>(blk + 16 + 32 * (s >> 1));
-            const uint4 q0 = qp[0], q1 = qp[1];
-            const uint32_t qw[8] = {q0.x, q0.y, q0.z, q0.w, q1.x, q1.y, q1.z, q1.w};
-            const int shift = 4 * (s & 1);
-            float dot = 0.f;
-#pragma unroll
-            for (int i = 0; i < 8; ++i) {
-                float f[4];
-                qmm_bytes_to_float((qw[i] >> shift) & 0x0F0F0F0Fu, f);
-                dot += f[0] * xv[4 * i] + f[1] * xv[4 * i + 1] + f[2] * xv[4 * i + 2] + f[3] * xv[4 * i + 3];
-            }
-            const float d = __half2float(__ushort_as_half((unsigned short)(dm & 0xffff)));
-            const float dmin = __half2float(__ushort_as_half((unsigned short)(dm >> 16)));
-            acc[r] += d * (float)sc * dot - dmin * (float)mn * xs;
-        }
-    }
+__device__ __forceinline__ void qmm_store_rows(const float (&acc)[R], const qmm_args &a, int64_t r0, int lane) {
 #pragma unroll
     for (int r = 0; r < R; ++r) {
         float v = acc[r];
@@ -240,83 +195,18 @@ __global__ void __launch_bounds__(256) q4k_matvec_kernel(const qmm_args a) {
     }
 }
 
-/* 32 bytes from a 2-byte aligned address: nine aligned words, shifted. */
-__device__ __forceinline__ void qmm_load32_a2(const uint8_t *p, uint32_t *w) {
-    const uint32_t *a = reinterpret_cast<const uint32_t *>((uintptr_t)p & ~(uintptr_t)3);
-    const int sh = (int)((uintptr_t)p & 3) * 8;
-    uint32_t raw[9];
-#pragma unroll
-    for (int i = 0; i < 9; ++i) raw[i] = a[i];
-#pragma unroll
-    for (int i = 0; i < 8; ++i) w[i] = __funnelshift_r(raw[i], raw[i + 1], sh);
-}
-
-/* Q6_K (210-byte blocks, only 2-byte aligned): a lane takes elements
- * 32g .. 32g + 31 of one half-block: 32 bytes of low nibbles, 32 bytes of
- * high bit pairs, two int8 scales. x = d * sc * (q - 32). */
-template <int R>
-__global__ void __launch_bounds__(256) q6k_matvec_kernel(const qmm_args a) {
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int64_t r0 = ((int64_t)blockIdx.x * 8 + warp) * R;
-    if (r0 >= a.rows) return;
-    const int64_t n_sub = a.cols / 32;
-    float acc[R];
-#pragma unroll
-    for (int r = 0; r < R; ++r) acc[r] = 0.f;
-    for (int64_t sb = lane; sb < n_sub; sb += 32) {
-        const int64_t b = sb >> 3;
-        const int e0 = (int)(sb & 7) * 32, half = e0 / 128, g = e0 % 128 / 32;
-        float xv[32], xs0 = 0.f, xs1 = 0.f;
-        const float4 *xp = reinterpret_cast<const float4 *>(a.x + 32 * sb);
-#pragma unroll
-        for (int i = 0; i < 8; ++i) {
-            const float4 v = __ldg(xp + i);
-            xv[4 * i] = v.x, xv[4 * i + 1] = v.y, xv[4 * i + 2] = v.z, xv[4 * i + 3] = v.w;
-            if (i < 4) xs0 += (v.x + v.y) + (v.z + v.w);
-            else xs1 += (v.x + v.y) + (v.z + v.w);
-        }
-#pragma unroll
-        for (int r = 0; r < R; ++r) {
-            if (r0 + r >= a.rows) break;
-            const uint8_t *blk = a.w + (r0 + r) * a.row_bytes + b * 210;
-            uint32_t ql[8], qh[8];
-            qmm_load32_a2(blk + 64 * half + 32 * (g & 1), ql);
-            qmm_load32_a2(blk + 128 + 32 * half, qh);
-            const float d = __half2float(__ushort_as_half((unsigned short)(blk[208] | blk[209] << 8)));
-            const float s0 = d * (float)(int8_t)blk[192 + e0 / 16], s1 = d * (float)(int8_t)blk[193 + e0 / 16];
-            float dot0 = 0.f, dot1 = 0.f;
-#pragma unroll
-            for (int i = 0; i < 8; ++i) {
-                const uint32_t q = ((ql[i] >> (4 * (g >> 1))) & 0x0F0F0F0Fu) | (((qh[i] >> (2 * g)) & 0x03030303u) << 4);
-                float f[4];
-                qmm_bytes_to_float(q, f);
-                const float part = f[0] * xv[4 * i] + f[1] * xv[4 * i + 1] + f[2] * xv[4 * i + 2] + f[3] * xv[4 * i + 3];
-                if (i < 4) dot0 += part;
-                else dot1 += part;
-            }
-            acc[r] += s0 * (dot0 - 32.f * xs0) + s1 * (dot1 - 32.f * xs1);
-        }
-    }
-#pragma unroll
-    for (int r = 0; r < R; ++r) {
-        float v = acc[r];
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-        if (lane == 0 && r0 + r < a.rows) a.y[r0 + r] = v + (a.bias ? a.bias[r0 + r] : 0.f);
-    }
-}
-
-/* Version 3 (docs/perf-notes.md): a lane takes 8 consecutive elements of a
- * block, so a warp reads a whole block per step and consecutive lanes read
- * consecutive activations (version 2's one-sub-block-per-lane layout made
- * every activation load touch 32 cache lines). Fields are word loads. */
+/* A lane takes 8 consecutive elements of a block, so a warp reads a whole
+ * block per step and consecutive lanes read consecutive activations (an
+ * earlier one-sub-block-per-lane layout made every activation load touch 32
+ * cache lines; bench/cuda/qmatmul.cu keeps it as version 2). Fields are word
+ * loads. */
 __device__ __forceinline__ void qmm_u64_to_float8(uint32_t lo, uint32_t hi, float *f) {
     qmm_bytes_to_float(lo, f);
     qmm_bytes_to_float(hi, f + 4);
 }
 
 template <int R>
-__global__ void __launch_bounds__(256) q4k_matvec3_kernel(const qmm_args a) {
+__global__ void __launch_bounds__(256) q4k_matvec_kernel(const qmm_args a) {
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int64_t r0 = ((int64_t)blockIdx.x * 8 + warp) * R;
     if (r0 >= a.rows) return;
@@ -348,13 +238,7 @@ __global__ void __launch_bounds__(256) q4k_matvec3_kernel(const qmm_args a) {
             acc[r] += d * (float)sc * dot - dmin * (float)mn * xs;
         }
     }
-#pragma unroll
-    for (int r = 0; r < R; ++r) {
-        float v = acc[r];
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-        if (lane == 0 && r0 + r < a.rows) a.y[r0 + r] = v + (a.bias ? a.bias[r0 + r] : 0.f);
-    }
+    qmm_store_rows<R>(acc, a, r0, lane);
 }
 
 /* 8 bytes from a 2-byte aligned address: three aligned words, shifted. */
@@ -366,7 +250,7 @@ __device__ __forceinline__ uint2 qmm_load8_a2(const uint8_t *p) {
 }
 
 template <int R>
-__global__ void __launch_bounds__(256) q6k_matvec3_kernel(const qmm_args a) {
+__global__ void __launch_bounds__(256) q6k_matvec_kernel(const qmm_args a) {
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int64_t r0 = ((int64_t)blockIdx.x * 8 + warp) * R;
     if (r0 >= a.rows) return;
@@ -396,36 +280,24 @@ __global__ void __launch_bounds__(256) q6k_matvec3_kernel(const qmm_args a) {
             acc[r] += d * (float)(int8_t)blk[192 + lane / 2] * (dot - 32.f * xs);
         }
     }
-#pragma unroll
-    for (int r = 0; r < R; ++r) {
-        float v = acc[r];
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-        if (lane == 0 && r0 + r < a.rows) a.y[r0 + r] = v + (a.bias ? a.bias[r0 + r] : 0.f);
-    }
+    qmm_store_rows<R>(acc, a, r0, lane);
 }
 
-/* The version and rows per warp of the K-quant decode kernels the engine
- * uses (the workbench times every one). */
-#ifndef QMM_KQ_VERSION
-#define QMM_KQ_VERSION 3
-#endif
+/* Rows per warp of the K-quant decode kernels (the workbench times 1, 2, 4;
+ * more rows share the activations but cost occupancy, and measured slower). */
 #ifndef QMM_KQ_ROWS
 #define QMM_KQ_ROWS 1
 #endif
 
 /* The K-quant decode kernel for one token, when there is one for the type. */
-static bool qmm_launch_kquant(uint32_t type, const qmm_args &a, cudaStream_t st, int rows_per_warp = QMM_KQ_ROWS,
-                              int version = QMM_KQ_VERSION) {
+static bool qmm_launch_kquant(uint32_t type, const qmm_args &a, cudaStream_t st, int rows_per_warp = QMM_KQ_ROWS) {
     if (a.n_tok != 1 || (type != FASA_TYPE_Q4_K && type != FASA_TYPE_Q6_K)) return false;
     const unsigned grid = (unsigned)((a.rows + 8 * rows_per_warp - 1) / (8 * rows_per_warp));
     const bool q4 = type == FASA_TYPE_Q4_K;
 #define QKQ(R_)                                                                                                 \
     if (rows_per_warp == R_) {                                                                                  \
-        if (version == 2 && q4) q4k_matvec_kernel<R_><<<grid, 256, 0, st>>>(a);                                 \
-        else if (version == 2) q6k_matvec_kernel<R_><<<grid, 256, 0, st>>>(a);                                  \
-        else if (q4) q4k_matvec3_kernel<R_><<<grid, 256, 0, st>>>(a);                                           \
-        else q6k_matvec3_kernel<R_><<<grid, 256, 0, st>>>(a);                                                   \
+        if (q4) q4k_matvec_kernel<R_><<<grid, 256, 0, st>>>(a);                                                 \
+        else q6k_matvec_kernel<R_><<<grid, 256, 0, st>>>(a);                                                    \
         return true;                                                                                            \
     }
     QKQ(1) QKQ(2) QKQ(4)
