@@ -9,7 +9,10 @@
  *   v2   Q4_K / Q6_K kernels: a 32-element sub-block per lane, word loads
  *        from global memory, activations shared by R rows (R = 1, 2, 4)
  *   v3   the same with 8 consecutive elements of a block per lane, so that
- *        a warp step reads one block and coalesced activations (R = 1, 2, 4)
+ *        a warp step reads one block and coalesced activations
+ *   v4   v3 with U = 4 blocks' loads in flight per warp before the first is
+ *        used, and K warps per row (K = 1, 2, 4, or chosen from the row count)
+ *        meeting in shared memory; not yet run on a GPU
  *
  *   nvcc -O3 -std=c++17 -arch=sm_90 -Iinclude -Isrc -Isrc/cuda bench/cuda/qmatmul.cu \
  *        build/quant.o -o qmatmul        (quant.o: src/quant.c and src/quant_simd.c, see run.sh)
@@ -71,6 +74,139 @@ static const shape shapes[] = {
     {"ffn_gate/up 14336x4096", FASA_TYPE_Q4_K, 14336, 4096}, {"attn_v 1024x4096", FASA_TYPE_Q6_K, 1024, 4096},
     {"ffn_down 4096x14336", FASA_TYPE_Q6_K, 4096, 14336}, {"output 128256x4096", FASA_TYPE_Q6_K, 128256, 4096},
 };
+
+/* ---- version 4, the next candidate (written after the last H200 run of
+ * its session; not yet validated or timed there): version 3 with U blocks'
+ * loads in flight per warp before the first is used, and K warps per row so
+ * that a matrix of few rows still covers the GPU. ---- */
+__device__ __forceinline__ float qmm_dot8(const float *f, float4 x0, float4 x1) {
+    return f[0] * x0.x + f[1] * x0.y + f[2] * x0.z + f[3] * x0.w + f[4] * x1.x + f[5] * x1.y + f[6] * x1.z +
+           f[7] * x1.w;
+}
+
+__device__ __forceinline__ float qmm_sum8(float4 x0, float4 x1) {
+    return (x0.x + x0.y) + (x0.z + x0.w) + (x1.x + x1.y) + (x1.z + x1.w);
+}
+
+__device__ __forceinline__ float qmm_half(uint32_t bits16) {
+    return __half2float(__ushort_as_half((unsigned short)(bits16 & 0xffff)));
+}
+
+/* Q4_K: lane l takes elements 32 s + off .. + 7 of the block, s = l / 4. */
+struct qmm_q4k {
+    static constexpr int bytes = 144;
+    struct frag {
+        uint4 h;  /* d | dmin, and the 12 scale bytes */
+        uint2 q;
+        float4 x0, x1;
+    };
+    static __device__ __forceinline__ void load(frag &f, const uint8_t *blk, const float *x, int lane) {
+        const int s = lane >> 2, off = 8 * (lane & 3);
+        f.h = *reinterpret_cast<const uint4 *>(blk);
+        f.q = *reinterpret_cast<const uint2 *>(blk + 16 + 32 * (s >> 1) + off);
+        const float4 *xp = reinterpret_cast<const float4 *>(x + 32 * s + off);
+        f.x0 = __ldg(xp), f.x1 = __ldg(xp + 1);
+    }
+    static __device__ __forceinline__ float dot(const frag &f, int lane) {
+        const int s = lane >> 2, shift = 4 * (s & 1);
+        int sc, mn;
+        qmm_k_scale_min(f.h.y, f.h.z, f.h.w, s, sc, mn);
+        float w[8];
+        qmm_u64_to_float8((f.q.x >> shift) & 0x0F0F0F0Fu, (f.q.y >> shift) & 0x0F0F0F0Fu, w);
+        return qmm_half(f.h.x) * (float)sc * qmm_dot8(w, f.x0, f.x1) -
+               qmm_half(f.h.x >> 16) * (float)mn * qmm_sum8(f.x0, f.x1);
+    }
+};
+
+/* Q6_K (210-byte blocks, only 2-byte aligned): lane l takes elements 8 l ..
+ * 8 l + 7; its low nibbles and high bit pairs are read as three aligned
+ * words each and shifted into place. */
+struct qmm_q6k {
+    static constexpr int bytes = 210;
+    struct frag {
+        uint32_t ql[3], qh[3];
+        int sh_l, sh_h;
+        uint32_t dsc; /* d (16 bits) and the lane's scale byte */
+        float4 x0, x1;
+    };
+    static __device__ __forceinline__ void words3(const uint8_t *p, uint32_t *w, int &sh) {
+        const uint32_t *a = reinterpret_cast<const uint32_t *>((uintptr_t)p & ~(uintptr_t)3);
+        sh = (int)((uintptr_t)p & 3) * 8;
+        w[0] = a[0], w[1] = a[1], w[2] = a[2];
+    }
+    static __device__ __forceinline__ void load(frag &f, const uint8_t *blk, const float *x, int lane) {
+        const int half = lane >> 4, g = (lane >> 2) & 3, off = 8 * (lane & 3);
+        words3(blk + 64 * half + 32 * (g & 1) + off, f.ql, f.sh_l);
+        words3(blk + 128 + 32 * half + off, f.qh, f.sh_h);
+        f.dsc = (uint32_t)blk[208] | (uint32_t)blk[209] << 8 | (uint32_t)blk[192 + lane / 2] << 16;
+        const float4 *xp = reinterpret_cast<const float4 *>(x + 8 * lane);
+        f.x0 = __ldg(xp), f.x1 = __ldg(xp + 1);
+    }
+    static __device__ __forceinline__ float dot(const frag &f, int lane) {
+        const int g = (lane >> 2) & 3, ls = 4 * (g >> 1), hs = 2 * g;
+        const uint32_t l0 = __funnelshift_r(f.ql[0], f.ql[1], f.sh_l), l1 = __funnelshift_r(f.ql[1], f.ql[2], f.sh_l);
+        const uint32_t h0 = __funnelshift_r(f.qh[0], f.qh[1], f.sh_h), h1 = __funnelshift_r(f.qh[1], f.qh[2], f.sh_h);
+        float w[8];
+        qmm_u64_to_float8(((l0 >> ls) & 0x0F0F0F0Fu) | (((h0 >> hs) & 0x03030303u) << 4),
+                          ((l1 >> ls) & 0x0F0F0F0Fu) | (((h1 >> hs) & 0x03030303u) << 4), w);
+        return qmm_half(f.dsc) * (float)(int8_t)(f.dsc >> 16) * (qmm_dot8(w, f.x0, f.x1) - 32.f * qmm_sum8(f.x0, f.x1));
+    }
+};
+
+/* KSPLIT warps share a row (each takes every KSPLIT-th block; their sums
+ * meet in shared memory), so that a matrix of few rows still has warps on
+ * every multiprocessor; each warp has U blocks' loads in flight at once. */
+template <class KQ, int KSPLIT, int U>
+__global__ void __launch_bounds__(256) kq_matvec_kernel(const qmm_args a) {
+    __shared__ float part[8];
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int64_t row = (int64_t)blockIdx.x * (8 / KSPLIT) + warp / KSPLIT;
+    const int64_t n_blocks = a.cols / 256;
+    float acc = 0.f;
+    if (row < a.rows) {
+        const uint8_t *w = a.w + row * a.row_bytes;
+        for (int64_t b0 = warp % KSPLIT; b0 < n_blocks; b0 += (int64_t)KSPLIT * U) {
+            typename KQ::frag f[U];
+#pragma unroll
+            for (int u = 0; u < U; ++u) {
+                const int64_t b = b0 + (int64_t)u * KSPLIT;
+                if (b < n_blocks) KQ::load(f[u], w + b * KQ::bytes, a.x + 256 * b, lane);
+            }
+#pragma unroll
+            for (int u = 0; u < U; ++u)
+                if (b0 + (int64_t)u * KSPLIT < n_blocks) acc += KQ::dot(f[u], lane);
+        }
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
+    if (KSPLIT > 1) {
+        if (lane == 0) part[warp] = acc;
+        __syncthreads();
+        if (warp % KSPLIT || lane) return;
+        for (int k = 1; k < KSPLIT; ++k) acc += part[warp + k];
+    }
+    if (lane == 0 && row < a.rows) a.y[row] = acc + (a.bias ? a.bias[row] : 0.f);
+}
+
+/* Blocks in flight per warp. */
+#define V4_UNROLL 4
+
+/* Warps per row: enough rows of warps to cover the GPU several times over
+ * (132 multiprocessors on an H200, 8 warps per CTA). ksplit 0 = that choice. */
+static int v4_ksplit(int64_t rows) { return rows <= 2048 ? 4 : rows <= 8192 ? 2 : 1; }
+
+template <class KQ> static void v4_launch(const qmm_args &a, cudaStream_t st, int ksplit) {
+    const unsigned grid = (unsigned)((a.rows * ksplit + 7) / 8);
+    if (ksplit == 4) kq_matvec_kernel<KQ, 4, V4_UNROLL><<<grid, 256, 0, st>>>(a);
+    else if (ksplit == 2) kq_matvec_kernel<KQ, 2, V4_UNROLL><<<grid, 256, 0, st>>>(a);
+    else kq_matvec_kernel<KQ, 1, V4_UNROLL><<<grid, 256, 0, st>>>(a);
+}
+
+static void launch_v4(uint32_t type, const qmm_args &a, int ksplit) {
+    if (!ksplit) ksplit = v4_ksplit(a.rows);
+    if (type == FASA_TYPE_Q4_K) v4_launch<qmm_q4k>(a, 0, ksplit);
+    else v4_launch<qmm_q6k>(a, 0, ksplit);
+}
 
 /* ---- version 2, kept here for comparison: a lane takes one 32-element
  * sub-block (32 activations per lane, 128 bytes apart across the warp) ---- */
@@ -189,11 +325,14 @@ static void launch_v2(uint32_t type, const qmm_args &a, int R) {
     else q4 ? q4k_matvec2_kernel<4><<<grid, 256>>>(a) : q6k_matvec2_kernel<4><<<grid, 256>>>(a);
 }
 
-/* Launches version v (1: generic; 10 V + R: K-quant version V with R rows per warp). */
+/* Launches version v: 1 generic; 22, 24 version 2 with 2 or 4 rows per warp;
+ * 31 version 3 (the product); 40 version 4 (warps per row chosen by the row
+ * count), 41, 42, 44 version 4 with 1, 2 or 4 warps per row. */
 static void launch(int v, uint32_t type, const qmm_args &a) {
     if (v == 1) qfmt_dispatch(type, qmm_launcher{a, 0});
     else if (v / 10 == 2) launch_v2(type, a, v % 10);
-    else qmm_launch_kquant(type, a, 0, v % 10);
+    else if (v == 31) qmm_launch_kquant(type, a, 0, 1);
+    else launch_v4(type, a, v % 10);
     CK(cudaGetLastError());
 }
 
@@ -202,11 +341,11 @@ int main(int argc, char **argv) {
     for (int i = 1; i < argc; i++)
         if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--bogus-flag")) return 2;
-    const int versions[] = {1, 22, 24, 31, 32, 34};
+    const int versions[] = {1, 24, 31, 40, 41, 42, 44};
     const int n_versions = sizeof versions / sizeof versions[0];
     int fails = 0;
-    printf("| shape | type | MB | v1 GB/s | v2 R=2 | v2 R=4 | v3 R=1 | v3 R=2 | v3 R=4 | max rel err |\n"
-           "|---|---|---|---|---|---|---|---|---|---|\n");
+    printf("| shape | type | MB | v1 GB/s | v2 R=4 | v3 | v4 (auto) | v4 k=1 | v4 k=2 | v4 k=4 | max rel err |\n"
+           "|---|---|---|---|---|---|---|---|---|---|---|\n");
     for (const shape &s : shapes) {
         const size_t row = quant_row_bytes(s.type, s.cols), bytes = row * s.rows;
         const size_t bb = s.type == FASA_TYPE_Q4_K ? 144 : 210;
@@ -265,8 +404,8 @@ int main(int argc, char **argv) {
         }
         double worst = 0;
         for (int vi = 0; vi < n_versions; vi++) worst = fmax(worst, err[vi]);
-        printf("| %s | %s | %.1f | %.0f | %.0f | %.0f | %.0f | %.0f | %.0f | %.1e |\n", s.what, quant_type_name(s.type),
-               bytes / 1e6, gbs[0], gbs[1], gbs[2], gbs[3], gbs[4], gbs[5], worst);
+        printf("| %s | %s | %.1f | %.0f | %.0f | %.0f | %.0f | %.0f | %.0f | %.0f | %.1e |\n", s.what,
+               quant_type_name(s.type), bytes / 1e6, gbs[0], gbs[1], gbs[2], gbs[3], gbs[4], gbs[5], gbs[6], worst);
         fflush(stdout);
         cudaFree(dw);
         cudaFree(dx);
