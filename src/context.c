@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "error.h"
+#include "sampler.h"
 
 fasa_context_params fasa_context_default_params(void) {
     return (fasa_context_params){.n_ctx = 0, .n_threads = 0, .n_batch = 256, .kv_type = FASA_KV_F32};
@@ -86,6 +87,7 @@ fasa_status fasa_context_init(fasa_model *m, const fasa_context_params *p, fasa_
 void fasa_context_free(fasa_context *c) {
     if (!c) return;
     c->ops->free(c);
+    free(c->logits);
     free(c);
 }
 
@@ -181,13 +183,15 @@ fasa_status fasa_decode_sample(fasa_context *c, int32_t token, fasa_sampler *s, 
     fasa_status st = check_tokens(c, &token, 1);
     if (st) return st;
     if (!s || !next) return fasa_error(FASA_E_ARG, "fasa_decode_sample: invalid arguments");
+    if (s->n_vocab != c->model->info.n_vocab)
+        return fasa_error(FASA_E_ARG, "the sampler was made for %d tokens, the model has %d", s->n_vocab,
+                          c->model->info.n_vocab);
     if (c->ops->decode_sample) {
         st = c->ops->decode_sample(c, token, s, next);
     } else {
-        float *logits = fasa_malloc((size_t)c->model->info.n_vocab, sizeof *logits, "logits");
-        if (!logits) return FASA_E_NOMEM;
-        if (!(st = c->ops->decode(c, token, logits))) *next = fasa_sampler_sample(s, logits);
-        free(logits);
+        if (!c->logits && !(c->logits = fasa_malloc((size_t)c->model->info.n_vocab, sizeof *c->logits, "logits")))
+            return FASA_E_NOMEM;
+        if (!(st = c->ops->decode(c, token, c->logits))) *next = fasa_sampler_sample(s, c->logits);
     }
     if (st) {
         context_set_fault(c, st);

@@ -15,6 +15,7 @@ struct fasa_context {
     int32_t n_ctx;     /* tokens the cache holds */
     int32_t n_past;    /* tokens cached */
     int32_t n_threads; /* CPU threads the context may use */
+    float *logits;     /* [n_vocab], for decode_sample on a backend without its own */
     /* The first failure inside a forward pass that may have left the
      * backend's caches inconsistent; the context refuses further work. */
     fasa_status fault;

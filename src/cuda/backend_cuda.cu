@@ -456,9 +456,6 @@ fasa_status sample_next(cuda_backend *b, fasa_sampler *smp, int32_t *next) {
 
 fasa_status cuda_decode_sample(fasa_context *c, int32_t token, fasa_sampler *smp, int32_t *next) {
     cuda_backend *b = be(c);
-    if (smp->n_vocab != b->m->info.n_vocab)
-        return fasa_error(FASA_E_ARG, "the sampler was made for %d tokens, the model has %d", smp->n_vocab,
-                          b->m->info.n_vocab);
     fasa_status st = forward(b, &token, 1, c->n_past, 0);
     return st ? st : sample_next(b, smp, next);
 }
