@@ -23,12 +23,13 @@ typedef struct opts {
     const char *model, *depths, *attn, *calib, *device;
     int32_t budget, n_tip, reps, prefill, threads;
     double bw;
+    bool f32_act;
 } opts;
 
 static int usage(void) {
     fprintf(stderr, "usage: bench_engine -m MODEL [--device cpu|cuda|cuda-m] [--depths 0,4096,...] [--attn full|fasa]\n"
                     "                    [--budget N] [--fc N] [--calib FILE] [--reps N] [--prefill N] [--bw BYTES/S]\n"
-                    "                    [-t THREADS]\n");
+                    "                    [-t THREADS] [--f32-act]\n");
     return 1;
 }
 
@@ -42,6 +43,7 @@ static fasa_context *new_context(fasa_model *m, const opts *o, int32_t n_ctx) {
     cp.n_threads = o->threads;
     cp.kv_type = FASA_KV_F16;
     cp.device = device_of(o->device);
+    cp.f32_activations = o->f32_act;
     fasa_context *c = NULL;
     if (fasa_context_init(m, &cp, &c) != FASA_OK) fprintf(stderr, "bench_engine: %s\n", fasa_last_error());
     return c;
@@ -108,12 +110,12 @@ done:
 }
 
 int main(int argc, char **argv) {
-    opts o = {"models/SmolLM2-135M-Instruct.Q4_1.gguf", "0,4096", "full", NULL, "cpu", 256, 0, 32, 512, 0, 0.0};
+    opts o = {"models/SmolLM2-135M-Instruct.Q4_1.gguf", "0,4096", "full", NULL, "cpu", 256, 0, 32, 512, 0, 0.0, false};
     static const struct option lo[] = {
         {"device", required_argument, 0, 1}, {"depths", required_argument, 0, 2}, {"attn", required_argument, 0, 3},
         {"budget", required_argument, 0, 4}, {"fc", required_argument, 0, 5},     {"calib", required_argument, 0, 6},
         {"reps", required_argument, 0, 7},   {"prefill", required_argument, 0, 8}, {"bw", required_argument, 0, 9},
-        {0, 0, 0, 0},
+        {"f32-act", no_argument, 0, 10},     {0, 0, 0, 0},
     };
     int c;
     while ((c = getopt_long(argc, argv, "m:t:", lo, NULL)) != -1) {
@@ -129,6 +131,7 @@ int main(int argc, char **argv) {
         case 7: o.reps = atoi(optarg); break;
         case 8: o.prefill = atoi(optarg); break;
         case 9: o.bw = atof(optarg); break;
+        case 10: o.f32_act = true; break;
         default: return usage();
         }
     }

@@ -209,13 +209,16 @@ static const shape shapes[] = {
     {"1.5B ffn_down", 1536, 8960},
 };
 
-static double time_matmul(uint32_t type, const void *w, const shape *sh, const float *x, int64_t n_tok,
-                          float *y, int n_threads, int runs) {
+typedef void (*matmul_fn)(uint32_t type, const void *w, int64_t rows, int64_t cols, const float *x,
+                          int64_t n_tok, float *y, int n_threads);
+
+static double time_matmul(matmul_fn mm, uint32_t type, const void *w, const shape *sh, const float *x,
+                          int64_t n_tok, float *y, int n_threads, int runs) {
     double t[32];
-    quant_matmul(type, w, sh->rows, sh->cols, x, n_tok, y, n_threads); /* warm-up */
+    mm(type, w, sh->rows, sh->cols, x, n_tok, y, n_threads); /* warm-up */
     for (int r = 0; r < runs; r++) {
         double t0 = now_s();
-        quant_matmul(type, w, sh->rows, sh->cols, x, n_tok, y, n_threads);
+        mm(type, w, sh->rows, sh->cols, x, n_tok, y, n_threads);
         t[r] = now_s() - t0;
     }
     return median(t, runs);
@@ -235,13 +238,14 @@ static void bench_shapes(uint32_t type, int n_threads, int runs, double bw, doub
         float *x = make_x(prefill * sh->cols, s);
         float *y = xmalloc((size_t)(prefill * sh->rows) * sizeof *y);
         double bytes = (double)sh->rows * (double)quant_row_bytes(type, sh->cols);
-        double t1 = time_matmul(type, w, sh, x, 1, y, n_threads, runs);
-        double tp = time_matmul(type, w, sh, x, prefill, y, n_threads, runs > 5 ? 5 : runs);
-        double gbs = bytes / t1 * 1e-9, gflops = 2.0 * sh->rows * sh->cols * prefill / tp * 1e-9;
-        printf("%-5s %-16s %6lld x %-5lld %dT | decode %8.1f us %7.1f GB/s (%4.0f%% bw) | "
-               "prefill-512 %8.2f ms %7.1f GFLOP/s (%3.0f%% peak)\n",
+        double t1 = time_matmul(quant_matmul, type, w, sh, x, 1, y, n_threads, runs);
+        double t8 = time_matmul(quant_matmul_x8, type, w, sh, x, 1, y, n_threads, runs);
+        double tp = time_matmul(quant_matmul, type, w, sh, x, prefill, y, n_threads, runs > 5 ? 5 : runs);
+        double gbs = bytes / t1 * 1e-9, gbs8 = bytes / t8 * 1e-9, gflops = 2.0 * sh->rows * sh->cols * prefill / tp * 1e-9;
+        printf("%-5s %-16s %6lld x %-5lld %dT | decode %8.1f us %7.1f GB/s (%4.0f%% bw) | int8 x %8.1f us %7.1f GB/s "
+               "(%4.0f%% bw) | prefill-512 %8.2f ms %7.1f GFLOP/s (%3.0f%% peak)\n",
                name, sh->what, (long long)sh->rows, (long long)sh->cols, n_threads, t1 * 1e6, gbs,
-               100 * gbs / bw, tp * 1e3, gflops, 100 * gflops / peak);
+               100 * gbs / bw, t8 * 1e6, gbs8, 100 * gbs8 / bw, tp * 1e3, gflops, 100 * gflops / peak);
         free(w);
         free(x);
         free(y);

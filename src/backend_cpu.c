@@ -83,6 +83,7 @@ static fasa_status cpu_init(fasa_context *c, const fasa_context_params *p) {
     b->model = c->model;
     b->n_threads = c->n_threads;
     b->n_batch = p->n_batch ? p->n_batch : 256;
+    b->f32_activations = p->f32_activations;
     fasa_status st = kv_init(&b->kv, in->n_layers, in->n_kv_heads, in->head_dim, c->n_ctx, p->kv_type);
     if (!st) st = alloc_scratch(b);
     if (st) cpu_free(c);

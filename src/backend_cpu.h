@@ -18,6 +18,7 @@ typedef struct cpu_backend {
     fasa_kv kv;
     int32_t n_threads;
     int32_t n_batch;
+    bool f32_activations; /* fasa_context_params.f32_activations */
     /* Activations for up to n_batch tokens, row-major per token. */
     float *x;       /* [n_batch][n_embd] residual stream */
     float *xb;      /* [n_batch][max(n_embd, n_heads*head_dim)] normed input / attention out */

@@ -38,7 +38,7 @@ void fasa_rope_apply(float *x, int32_t n_heads, int32_t head_dim, fasa_rope_layo
 }
 
 static void matmul(const cpu_backend *c, const fasa_weight *w, const float *x, int32_t n, float *y) {
-    quant_matmul(w->type, w->data, w->rows, w->cols, x, n, y, c->n_threads);
+    (c->f32_activations ? quant_matmul : quant_matmul_x8)(w->type, w->data, w->rows, w->cols, x, n, y, c->n_threads);
 }
 
 static void add_into(float *x, const float *y, int64_t n) {

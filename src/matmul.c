@@ -46,6 +46,8 @@ typedef struct matmul_args {
     const float *x;
     int64_t n_tok;
     float *y;
+    quant_dot_x8_fn dot_x8; /* set: the tokens of x8 replace x (quant_matmul_x8) */
+    const quant_x8 *x8;
 } matmul_args;
 
 /* y[t][r] for rows [r0, r1) and tokens [t0, t1), one dot product each.
@@ -60,7 +62,8 @@ static void matmul_rows_by_dot(const matmul_args *a, int64_t r0, int64_t r1, int
                 const uint8_t *next = a->w + (size_t)(r + ahead) * a->row_bytes;
                 for (size_t o = 0; o < a->row_bytes; o += 64) __builtin_prefetch(next + o);
             }
-            a->y[t * a->rows + r] = a->k->dot(a->w + (size_t)r * a->row_bytes, a->x + t * a->cols, a->cols);
+            const uint8_t *row = a->w + (size_t)r * a->row_bytes;
+            a->y[t * a->rows + r] = a->dot_x8 ? a->dot_x8(row, &a->x8[t], a->cols) : a->k->dot(row, a->x + t * a->cols, a->cols);
         }
     }
 }
@@ -157,7 +160,7 @@ void quant_matmul(uint32_t type, const void *w, int64_t rows, int64_t cols, cons
         for (int64_t i = 0; i < rows * n_tok; i++) y[i] = 0.0f;
         return;
     }
-    matmul_args a = {k, w, row_bytes, rows, cols, x, n_tok, y};
+    matmul_args a = {k, w, row_bytes, rows, cols, x, n_tok, y, NULL, NULL};
     bool gemm = n_tok >= GEMM_MIN_TOKENS;
     int nth = n_threads > 1 && rows * cols * n_tok >= PARALLEL_MIN_WORK ? n_threads : 1;
 #pragma omp parallel num_threads(nth) if (nth > 1)
@@ -171,4 +174,37 @@ void quant_matmul(uint32_t type, const void *w, int64_t rows, int64_t cols, cons
             matmul_rows_by_dot(&a, r0, r1, 0, n_tok);
         }
     }
+}
+
+void quant_matmul_x8(uint32_t type, const void *w, int64_t rows, int64_t cols, const float *x,
+                     int64_t n_tok, float *y, int n_threads) {
+    const quant_dot_x8_fn dot = quant_dot_x8_of(type);
+    const quant_kernels *k = quant_kernels_of(type);
+    if (!dot || !k || n_tok >= GEMM_MIN_TOKENS || cols <= 0 || cols % 256) {
+        quant_matmul(type, w, rows, cols, x, n_tok, y, n_threads);
+        return;
+    }
+    /* per token: cols codes, then d, s16, s32 (cols / 32, / 16, / 32 floats) */
+    const size_t codes = (size_t)cols, floats = (size_t)(cols / 32 * 2 + cols / 16);
+    const size_t per_tok = codes + floats * sizeof(float);
+    uint8_t *buf = malloc((size_t)n_tok * (per_tok + sizeof(quant_x8)));
+    if (!buf) { /* the f32 path needs no scratch: slower, still right */
+        quant_matmul(type, w, rows, cols, x, n_tok, y, n_threads);
+        return;
+    }
+    quant_x8 *x8 = (quant_x8 *)(buf + (size_t)n_tok * per_tok);
+    for (int64_t t = 0; t < n_tok; t++) {
+        float *f = (float *)(buf + (size_t)t * per_tok); /* floats first: aligned */
+        x8[t] = (quant_x8){(int8_t *)(f + floats), f, f + cols / 32, f + cols / 32 + cols / 16};
+        quant_x8_quantize(x + t * cols, cols, &x8[t]);
+    }
+    matmul_args a = {k, w, quant_row_bytes(type, cols), rows, cols, x, n_tok, y, dot, x8};
+    int nth = n_threads > 1 && rows * cols * n_tok >= PARALLEL_MIN_WORK ? n_threads : 1;
+#pragma omp parallel num_threads(nth) if (nth > 1)
+    {
+        int64_t r0, r1;
+        split_range(rows, 1, omp_get_thread_num(), omp_get_num_threads(), &r0, &r1);
+        matmul_rows_by_dot(&a, r0, r1, 0, n_tok);
+    }
+    free(buf);
 }

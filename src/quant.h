@@ -70,6 +70,14 @@ float quant_dot(uint32_t type, const void *row, const float *x, int64_t n);
 void quant_matmul(uint32_t type, const void *w, int64_t rows, int64_t cols,
                   const float *x, int64_t n_tok, float *y, int n_threads);
 
+/* quant_matmul for decode with the activations rounded to int8 in groups
+ * of 32 (x ~ d q, d = max |x| / 127) and integer dot products: the CPU's
+ * fastest decode path, with its own numerics (quant_x8.c). Formats without
+ * an integer kernel, rows not a multiple of 256 and prefill-sized token
+ * counts take quant_matmul's exact f32 path. */
+void quant_matmul_x8(uint32_t type, const void *w, int64_t rows, int64_t cols, const float *x,
+                     int64_t n_tok, float *y, int n_threads);
+
 /* IEEE half <-> float, used by the F16 format and the f16 KV cache. */
 float fasa_f16_to_f32(uint16_t h);
 uint16_t fasa_f32_to_f16(float f);

@@ -56,6 +56,28 @@ float quant_dot_ref(uint32_t type, const void *row, const float *x, int64_t n);
 float quant_f16_to_f32_scalar(uint16_t h);
 uint16_t quant_f32_to_f16_scalar(float f);
 
+/* Activations rounded to int8 for the decode kernels of quant_x8.c, in
+ * groups of 32: x[c] ~ d[c / 32] q[c]; s16 and s32 hold the sums of q over
+ * each 16 and 32 elements (exact small integers, as floats). */
+typedef struct quant_x8 {
+    int8_t *q;  /* n */
+    float *d;   /* n / 32 */
+    float *s16; /* n / 16 */
+    float *s32; /* n / 32 */
+} quant_x8;
+
+/* Rounds x[0, n) (n a multiple of 32) into o's arrays. */
+void quant_x8_quantize(const float *x, int64_t n, const quant_x8 *o);
+
+/* sum_c W[c] d[c / 32] q[c] over one row of n elements (a multiple of 256). */
+typedef float (*quant_dot_x8_fn)(const void *row, const quant_x8 *x, int64_t n);
+
+/* The integer kernel of a format; NULL where it has none. */
+quant_dot_x8_fn quant_dot_x8_of(uint32_t type);
+
+/* The same product in float64 from the reference decoder's weights. */
+float quant_dot_x8_ref(uint32_t type, const void *row, const quant_x8 *x, int64_t n);
+
 /* "avx512", "avx2" or "scalar": which kernels this build compiled. */
 const char *quant_simd_isa(void);
 

@@ -601,6 +601,107 @@ static void test_matmul_long_rows(void **state) {
     }
 }
 
+/* ---- decode products with int8 activations (quant_x8.c) ----------------- */
+
+/* One product through quant_matmul_x8 against this file's decoder: the
+ * rounding of x is checked from its definition, y against the float64
+ * product with the rounded x (tight), and against the product with x
+ * itself within the bound the rounding allows (|x - d q| <= d / 2). */
+static void check_matmul_x8(const test_format *f, int64_t rows, int64_t cols, int64_t n_tok, int n_threads,
+                            uint64_t *s) {
+    uint8_t *w = make_row(f, rows * cols, s);
+    double *wd = malloc((size_t)(rows * cols) * sizeof *wd);
+    float *x = malloc((size_t)(n_tok * cols) * sizeof *x), *y = malloc((size_t)(rows * n_tok) * sizeof *y);
+    double *xq = malloc((size_t)cols * sizeof *xq), *half_step = malloc((size_t)cols * sizeof *half_step);
+    assert_true(wd && x && y && xq && half_step);
+    spec_dequant(f, w, wd, rows * cols);
+    for (int64_t i = 0; i < n_tok * cols; i++) x[i] = rng_uniform(s) * (i % 97 == 0 ? 8.0f : 1.0f);
+    for (int64_t i = 0; i < rows * n_tok; i++) y[i] = NAN;
+    quant_matmul_x8(f->type, w, rows, cols, x, n_tok, y, n_threads);
+    for (int64_t t = 0; t < n_tok; t++) {
+        const float *xt = x + t * cols;
+        for (int64_t g = 0; g < cols / 32; g++) { /* x' = d q as the definition says */
+            float m = 0;
+            for (int i = 0; i < 32; i++) m = fmaxf(m, fabsf(xt[32 * g + i]));
+            const float d = m / 127.0f;
+            for (int i = 0; i < 32; i++) {
+                const float q = nearbyintf(xt[32 * g + i] / d);
+                assert_true(fabsf(q) <= 127.0f);
+                xq[32 * g + i] = (double)d * q;
+                half_step[32 * g + i] = (double)d / 2;
+            }
+        }
+        for (int64_t r = 0; r < rows; r++) {
+            double want = 0, mag = 0, exact = 0, bound = 0;
+            for (int64_t c = 0; c < cols; c++) {
+                const double wc = wd[r * cols + c];
+                want += wc * xq[c];
+                mag += fabs(wc * xq[c]);
+                exact += wc * xt[c];
+                bound += fabs(wc) * half_step[c];
+            }
+            const double got = y[t * rows + r];
+            if (!(fabs(got - want) <= 1e-5 * mag + 1e-30))
+                fail_msg("%s matmul_x8 rows %lld cols %lld n_tok %lld threads %d: y[%lld][%lld] = %.9g, want %.9g",
+                         f->name, (long long)rows, (long long)cols, (long long)n_tok, n_threads, (long long)t,
+                         (long long)r, got, want);
+            if (!(fabs(got - exact) <= bound * (1 + 1e-6) + 1e-5 * mag))
+                fail_msg("%s matmul_x8: y[%lld][%lld] = %.9g is %.3g from the f32 product %.9g, over the bound %.3g",
+                         f->name, (long long)t, (long long)r, got, fabs(got - exact), exact, bound);
+        }
+    }
+    free(w), free(wd), free(x), free(y), free(xq), free(half_step);
+}
+
+static void test_matmul_x8(void **state) {
+    (void)state;
+    uint64_t s = 6;
+    const uint32_t types[] = {FASA_TYPE_Q4_K, FASA_TYPE_Q6_K};
+    for (size_t i = 0; i < 2; i++) {
+        const test_format *f = format_of(types[i]);
+        assert_non_null(quant_dot_x8_of(types[i]));
+        const int64_t row_counts[] = {1, 7, 129};
+        for (size_t ri = 0; ri < 3; ri++)
+            for (int64_t t = 1; t <= 3; t += 2)
+                for (int th = 1; th <= 2; th++) check_matmul_x8(f, row_counts[ri], ri == 2 ? 2304 : 512, t, th, &s);
+    }
+    /* Formats without an integer kernel, and prefill-sized token counts,
+     * take the f32 path: results identical to quant_matmul's. */
+    const test_format *f = format_of(FASA_TYPE_Q4_1);
+    assert_null(quant_dot_x8_of(FASA_TYPE_Q4_1));
+    const int64_t rows = 9, cols = 512;
+    for (int64_t n_tok = 1; n_tok <= 8; n_tok += 7) {
+        const test_format *g = n_tok == 1 ? f : format_of(FASA_TYPE_Q4_K);
+        uint8_t *w = make_row(g, rows * cols, &s);
+        float *x = malloc((size_t)(n_tok * cols) * sizeof *x), *a = malloc((size_t)(rows * n_tok) * sizeof *a),
+              *b = malloc((size_t)(rows * n_tok) * sizeof *b);
+        assert_true(x && a && b);
+        for (int64_t i = 0; i < n_tok * cols; i++) x[i] = rng_uniform(&s);
+        quant_matmul(g->type, w, rows, cols, x, n_tok, a, 1);
+        quant_matmul_x8(g->type, w, rows, cols, x, n_tok, b, 1);
+        assert_memory_equal(a, b, (size_t)(rows * n_tok) * sizeof *a);
+        free(w), free(x), free(a), free(b);
+    }
+}
+
+/* A NaN or infinity in x makes every output it meets NaN, as on the f32 path. */
+static void test_matmul_x8_not_finite(void **state) {
+    (void)state;
+    uint64_t s = 7;
+    const test_format *f = format_of(FASA_TYPE_Q6_K);
+    const int64_t rows = 3, cols = 512;
+    uint8_t *w = make_row(f, rows * cols, &s);
+    const float bad[2] = {NAN, INFINITY};
+    for (int i = 0; i < 2; i++) {
+        float x[512], y[3];
+        for (int64_t c = 0; c < cols; c++) x[c] = rng_uniform(&s);
+        x[300] = bad[i];
+        quant_matmul_x8(f->type, w, rows, cols, x, 1, y, 1);
+        for (int r = 0; r < rows; r++) assert_true(isnan(y[r]));
+    }
+    free(w);
+}
+
 /* ---- blocks decoded by the PyPI gguf package ------------------------------ */
 
 static uint32_t get_u32(const uint8_t *p) { return (uint32_t)get_u16(p) | (uint32_t)get_u16(p + 2) << 16; }
@@ -749,6 +850,8 @@ int main(void) {
         cmocka_unit_test(test_dot),
         cmocka_unit_test(test_matmul),
         cmocka_unit_test(test_matmul_long_rows),
+        cmocka_unit_test(test_matmul_x8),
+        cmocka_unit_test(test_matmul_x8_not_finite),
         cmocka_unit_test(test_gguf_golden_blocks),
         cmocka_unit_test(test_model_rows),
     };

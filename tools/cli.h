@@ -68,6 +68,7 @@ void cli_progress_end(cli_progress *p);
 typedef struct cli_attn {
     fasa_attn_params p;
     fasa_device device; /* --device: where the model runs */
+    bool f32_act;       /* --f32-act: f32 activations in the CPU's decode products */
     const char *calib_path;
     fasa_calib *calib; /* loaded by cli_attn_apply */
 } cli_attn;
@@ -91,7 +92,8 @@ enum { CLI_ATTN_BASE = 1000 };
         {"page", required_argument, 0, CLI_ATTN_BASE + 12},                                     \
         {"sparq-r", required_argument, 0, CLI_ATTN_BASE + 13},                                  \
         {"attn-seed", required_argument, 0, CLI_ATTN_BASE + 14},                                \
-        {"device", required_argument, 0, CLI_ATTN_BASE + 15}
+        {"device", required_argument, 0, CLI_ATTN_BASE + 15},                                   \
+        {"f32-act", no_argument, 0, CLI_ATTN_BASE + 16}
 
 void cli_attn_init(cli_attn *a);
 /* Handles one shared option; false after printing an error. */

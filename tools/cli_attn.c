@@ -57,6 +57,7 @@ bool cli_attn_option(const char *cmd, int code, const char *val, cli_attn *a) {
         else if (!strcmp(val, "cuda-m")) a->device = FASA_DEVICE_CUDA_HOST_KV;
         else return cli_fail(cmd, "--device expects cpu, cuda or cuda-m, got '%s'", val), false;
         return true;
+    case 16: a->f32_act = true; return true;
     default: return cli_fail(cmd, "internal error: unknown attention option %d", code), false;
     }
     return ok;
@@ -83,7 +84,9 @@ void cli_attn_help(void) {
            "      --device D       where the model runs: cpu (default), cuda (an NVIDIA GPU; weights, K, V\n"
            "                       and labels in GPU memory: FASA-C) or cuda-m (K and V in pinned host\n"
            "                       memory, the selected rows read over PCIe: FASA-M); on a GPU --attn is\n"
-           "                       full or fasa (fasa: --select group, --fc 4, 8, 16 ...)\n");
+           "                       full or fasa (fasa: --select group, --fc 4, 8, 16 ...)\n"
+           "      --f32-act        CPU: keep the activations of decode products in f32 (default: rounded\n"
+           "                       to int8 in groups of 32 for Q4_K and Q6_K weights, integer dot products)\n");
 }
 
 const char *cli_device_name(fasa_device d) {

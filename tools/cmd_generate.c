@@ -138,6 +138,7 @@ static int run(gen_opts *o, fasa_model *m) {
     cp.n_threads = (int32_t)o->threads;
     cp.kv_type = o->kv_type;
     cp.device = o->attn.device;
+    cp.f32_activations = o->attn.f32_act;
     fasa_sampler_params sp = {(float)o->temp, (float)o->top_p, (int32_t)o->top_k, (uint64_t)o->seed};
     if (!(logits = malloc((size_t)info.n_vocab * sizeof *logits))) {
         cli_fail(CMD, "out of memory");

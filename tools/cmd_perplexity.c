@@ -171,6 +171,7 @@ static int run(ppl_opts *o, fasa_model *m) {
     cp.n_batch = n_batch;
     cp.kv_type = o->kv_type;
     cp.device = o->attn.device;
+    cp.f32_activations = o->attn.f32_act;
     fasa_context *ctx = NULL;
     float *logits = malloc((size_t)n_batch * info.n_vocab * sizeof *logits);
     int rc = 1;

@@ -79,6 +79,12 @@ static const shape shapes[] = {
  * its session; not yet validated or timed there): version 3 with U blocks'
  * loads in flight per warp before the first is used, and K warps per row so
  * that a matrix of few rows still covers the GPU. ---- */
+/* Activations as int8 in groups of 32 (version 5): x ~ d[g] * q[c]. */
+struct xq8 {
+    const int8_t *q;
+    const float *d;
+};
+
 __device__ __forceinline__ float qmm_dot8(const float *f, float4 x0, float4 x1) {
     return f[0] * x0.x + f[1] * x0.y + f[2] * x0.z + f[3] * x0.w + f[4] * x1.x + f[5] * x1.y + f[6] * x1.z +
            f[7] * x1.w;
@@ -100,7 +106,8 @@ struct qmm_q4k {
         uint2 q;
         float4 x0, x1;
     };
-    static __device__ __forceinline__ void load(frag &f, const uint8_t *blk, const float *x, int lane) {
+    static __device__ __forceinline__ void load(frag &f, const uint8_t *blk, const float *x, const xq8 &, int64_t,
+                                                int lane) {
         const int s = lane >> 2, off = 8 * (lane & 3);
         f.h = *reinterpret_cast<const uint4 *>(blk);
         f.q = *reinterpret_cast<const uint2 *>(blk + 16 + 32 * (s >> 1) + off);
@@ -134,7 +141,8 @@ struct qmm_q6k {
         sh = (int)((uintptr_t)p & 3) * 8;
         w[0] = a[0], w[1] = a[1], w[2] = a[2];
     }
-    static __device__ __forceinline__ void load(frag &f, const uint8_t *blk, const float *x, int lane) {
+    static __device__ __forceinline__ void load(frag &f, const uint8_t *blk, const float *x, const xq8 &, int64_t,
+                                                int lane) {
         const int half = lane >> 4, g = (lane >> 2) & 3, off = 8 * (lane & 3);
         words3(blk + 64 * half + 32 * (g & 1) + off, f.ql, f.sh_l);
         words3(blk + 128 + 32 * half + off, f.qh, f.sh_h);
@@ -157,7 +165,7 @@ struct qmm_q6k {
  * meet in shared memory), so that a matrix of few rows still has warps on
  * every multiprocessor; each warp has U blocks' loads in flight at once. */
 template <class KQ, int KSPLIT, int U>
-__global__ void __launch_bounds__(256) kq_matvec_kernel(const qmm_args a) {
+__global__ void __launch_bounds__(256) kq_matvec_kernel(const qmm_args a, const xq8 x8) {
     __shared__ float part[8];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int64_t row = (int64_t)blockIdx.x * (8 / KSPLIT) + warp / KSPLIT;
@@ -170,7 +178,7 @@ __global__ void __launch_bounds__(256) kq_matvec_kernel(const qmm_args a) {
 #pragma unroll
             for (int u = 0; u < U; ++u) {
                 const int64_t b = b0 + (int64_t)u * KSPLIT;
-                if (b < n_blocks) KQ::load(f[u], w + b * KQ::bytes, a.x + 256 * b, lane);
+                if (b < n_blocks) KQ::load(f[u], w + b * KQ::bytes, a.x + 256 * b, x8, b, lane);
             }
 #pragma unroll
             for (int u = 0; u < U; ++u)
@@ -188,6 +196,84 @@ __global__ void __launch_bounds__(256) kq_matvec_kernel(const qmm_args a) {
     if (lane == 0 && row < a.rows) a.y[row] = acc + (a.bias ? a.bias[row] : 0.f);
 }
 
+/* ---- version 5: version 4 with the activations as int8 in groups of 32
+ * (a scale per group, x ~ d q), so that a lane's 8 products are two dp4a
+ * instructions on the packed codes instead of 8 conversions and 8 FMAs.
+ * Numerics change: the result is exactly W x' with x' = d q, checked
+ * against a float64 product with x' (and reported against x). ---- */
+
+/* Q4_K: q = d sc n - dmin mn with 4-bit n; per lane
+ * dx (d sc sum(n qx) - dmin mn sum(qx)). */
+struct qmm_q4k8 {
+    static constexpr int bytes = 144;
+    struct frag {
+        uint4 h;
+        uint2 q, x;
+        float dx;
+    };
+    static __device__ __forceinline__ void load(frag &f, const uint8_t *blk, const float *, const xq8 &x8, int64_t b,
+                                                int lane) {
+        const int s = lane >> 2, off = 8 * (lane & 3);
+        f.h = *reinterpret_cast<const uint4 *>(blk);
+        f.q = *reinterpret_cast<const uint2 *>(blk + 16 + 32 * (s >> 1) + off);
+        f.x = __ldg(reinterpret_cast<const uint2 *>(x8.q + 256 * b + 8 * lane));
+        f.dx = __ldg(x8.d + 8 * b + s);
+    }
+    static __device__ __forceinline__ float dot(const frag &f, int lane) {
+        const int s = lane >> 2, shift = 4 * (s & 1);
+        int sc, mn;
+        qmm_k_scale_min(f.h.y, f.h.z, f.h.w, s, sc, mn);
+        const int nq = __dp4a((int)((f.q.y >> shift) & 0x0F0F0F0Fu), (int)f.x.y,
+                              __dp4a((int)((f.q.x >> shift) & 0x0F0F0F0Fu), (int)f.x.x, 0));
+        const int sq = __dp4a(0x01010101, (int)f.x.y, __dp4a(0x01010101, (int)f.x.x, 0));
+        return f.dx * (qmm_half(f.h.x) * (float)(sc * nq) - qmm_half(f.h.x >> 16) * (float)(mn * sq));
+    }
+};
+
+/* Q6_K: q = d sc (n - 32) with 6-bit n; the codes minus 32 as signed bytes. */
+struct qmm_q6k8 {
+    static constexpr int bytes = 210;
+    struct frag {
+        uint32_t ql[3], qh[3];
+        int sh_l, sh_h;
+        uint32_t dsc;
+        uint2 x;
+        float dx;
+    };
+    static __device__ __forceinline__ void load(frag &f, const uint8_t *blk, const float *, const xq8 &x8, int64_t b,
+                                                int lane) {
+        const int half = lane >> 4, g = (lane >> 2) & 3, off = 8 * (lane & 3);
+        qmm_q6k::words3(blk + 64 * half + 32 * (g & 1) + off, f.ql, f.sh_l);
+        qmm_q6k::words3(blk + 128 + 32 * half + off, f.qh, f.sh_h);
+        f.dsc = (uint32_t)blk[208] | (uint32_t)blk[209] << 8 | (uint32_t)blk[192 + lane / 2] << 16;
+        f.x = __ldg(reinterpret_cast<const uint2 *>(x8.q + 256 * b + 8 * lane));
+        f.dx = __ldg(x8.d + 8 * b + (lane >> 2));
+    }
+    static __device__ __forceinline__ float dot(const frag &f, int lane) {
+        const int g = (lane >> 2) & 3, ls = 4 * (g >> 1), hs = 2 * g;
+        const uint32_t l0 = __funnelshift_r(f.ql[0], f.ql[1], f.sh_l), l1 = __funnelshift_r(f.ql[1], f.ql[2], f.sh_l);
+        const uint32_t h0 = __funnelshift_r(f.qh[0], f.qh[1], f.sh_h), h1 = __funnelshift_r(f.qh[1], f.qh[2], f.sh_h);
+        const uint32_t n0 = ((l0 >> ls) & 0x0F0F0F0Fu) | (((h0 >> hs) & 0x03030303u) << 4);
+        const uint32_t n1 = ((l1 >> ls) & 0x0F0F0F0Fu) | (((h1 >> hs) & 0x03030303u) << 4);
+        const int nq = __dp4a((int)__vsub4(n1, 0x20202020u), (int)f.x.y, __dp4a((int)__vsub4(n0, 0x20202020u), (int)f.x.x, 0));
+        return f.dx * qmm_half(f.dsc) * (float)((int)(int8_t)(f.dsc >> 16) * nq);
+    }
+};
+
+/* x to int8: one warp per group of 32, d = max |x| / 127. */
+__global__ void quantize_x8_kernel(const float *x, int64_t n, int8_t *q, float *d) {
+    const int64_t g = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    const int lane = threadIdx.x & 31;
+    if (32 * g >= n) return;
+    const float v = x[32 * g + lane];
+    float m = fabsf(v);
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+    const float dg = m / 127.f;
+    q[32 * g + lane] = (int8_t)(dg > 0.f ? __float2int_rn(v / dg) : 0);
+    if (lane == 0) d[g] = dg;
+}
+
 /* Blocks in flight per warp. */
 #define V4_UNROLL 4
 
@@ -195,17 +281,25 @@ __global__ void __launch_bounds__(256) kq_matvec_kernel(const qmm_args a) {
  * (132 multiprocessors on an H200, 8 warps per CTA). ksplit 0 = that choice. */
 static int v4_ksplit(int64_t rows) { return rows <= 2048 ? 4 : rows <= 8192 ? 2 : 1; }
 
-template <class KQ> static void v4_launch(const qmm_args &a, cudaStream_t st, int ksplit) {
+template <class KQ> static void v4_launch(const qmm_args &a, const xq8 &x8, cudaStream_t st, int ksplit) {
     const unsigned grid = (unsigned)((a.rows * ksplit + 7) / 8);
-    if (ksplit == 4) kq_matvec_kernel<KQ, 4, V4_UNROLL><<<grid, 256, 0, st>>>(a);
-    else if (ksplit == 2) kq_matvec_kernel<KQ, 2, V4_UNROLL><<<grid, 256, 0, st>>>(a);
-    else kq_matvec_kernel<KQ, 1, V4_UNROLL><<<grid, 256, 0, st>>>(a);
+    if (ksplit == 4) kq_matvec_kernel<KQ, 4, V4_UNROLL><<<grid, 256, 0, st>>>(a, x8);
+    else if (ksplit == 2) kq_matvec_kernel<KQ, 2, V4_UNROLL><<<grid, 256, 0, st>>>(a, x8);
+    else kq_matvec_kernel<KQ, 1, V4_UNROLL><<<grid, 256, 0, st>>>(a, x8);
 }
 
 static void launch_v4(uint32_t type, const qmm_args &a, int ksplit) {
     if (!ksplit) ksplit = v4_ksplit(a.rows);
-    if (type == FASA_TYPE_Q4_K) v4_launch<qmm_q4k>(a, 0, ksplit);
-    else v4_launch<qmm_q6k>(a, 0, ksplit);
+    if (type == FASA_TYPE_Q4_K) v4_launch<qmm_q4k>(a, xq8{}, 0, ksplit);
+    else v4_launch<qmm_q6k>(a, xq8{}, 0, ksplit);
+}
+
+/* Version 5: the activations' quantization is timed with the product. */
+static void launch_v5(uint32_t type, const qmm_args &a, const xq8 &x8, int ksplit) {
+    if (!ksplit) ksplit = v4_ksplit(a.rows);
+    quantize_x8_kernel<<<(unsigned)((a.cols / 32 + 7) / 8), 256>>>(a.x, a.cols, (int8_t *)x8.q, (float *)x8.d);
+    if (type == FASA_TYPE_Q4_K) v4_launch<qmm_q4k8>(a, x8, 0, ksplit);
+    else v4_launch<qmm_q6k8>(a, x8, 0, ksplit);
 }
 
 /* ---- version 2, kept here for comparison: a lane takes one 32-element
@@ -327,12 +421,14 @@ static void launch_v2(uint32_t type, const qmm_args &a, int R) {
 
 /* Launches version v: 1 generic; 22, 24 version 2 with 2 or 4 rows per warp;
  * 31 version 3 (the product); 40 version 4 (warps per row chosen by the row
- * count), 41, 42, 44 version 4 with 1, 2 or 4 warps per row. */
-static void launch(int v, uint32_t type, const qmm_args &a) {
+ * count), 41, 42, 44 version 4 with 1, 2 or 4 warps per row; 50-54 the same
+ * for version 5. */
+static void launch(int v, uint32_t type, const qmm_args &a, const xq8 &x8) {
     if (v == 1) qfmt_dispatch(type, qmm_launcher{a, 0});
     else if (v / 10 == 2) launch_v2(type, a, v % 10);
     else if (v == 31) qmm_launch_kquant(type, a, 0, 1);
-    else launch_v4(type, a, v % 10);
+    else if (v / 10 == 4) launch_v4(type, a, v % 10);
+    else launch_v5(type, a, x8, v % 10);
     CK(cudaGetLastError());
 }
 
@@ -341,28 +437,36 @@ int main(int argc, char **argv) {
     for (int i = 1; i < argc; i++)
         if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--bogus-flag")) return 2;
-    const int versions[] = {1, 24, 31, 40, 41, 42, 44};
+    const int versions[] = {1, 24, 31, 40, 41, 42, 44, 50, 51, 52, 54};
     const int n_versions = sizeof versions / sizeof versions[0];
     int fails = 0;
-    printf("| shape | type | MB | v1 GB/s | v2 R=4 | v3 | v4 (auto) | v4 k=1 | v4 k=2 | v4 k=4 | max rel err |\n"
-           "|---|---|---|---|---|---|---|---|---|---|---|\n");
+    printf("| shape | type | MB | v1 GB/s | v2 R=4 | v3 | v4 (auto) | v4 k=1 | v4 k=2 | v4 k=4 | v5 (auto) | v5 k=1 | v5 k=2 "
+           "| v5 k=4 | max rel err | v5: int8 x against float x |\n"
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for (const shape &s : shapes) {
         const size_t row = quant_row_bytes(s.type, s.cols), bytes = row * s.rows;
         const size_t bb = s.type == FASA_TYPE_Q4_K ? 144 : 210;
         const int copies = (int)(256e6 / bytes) + 2;
         uint8_t *hw = (uint8_t *)malloc(bytes);
         float *hx = (float *)malloc(s.cols * sizeof(float)), *wrow = (float *)malloc(s.cols * sizeof(float));
-        double *ref = (double *)malloc(s.rows * sizeof(double));
+        double *ref = (double *)malloc(s.rows * sizeof(double)), *ref8 = (double *)malloc(s.rows * sizeof(double));
+        double *xq = (double *)malloc(s.cols * sizeof(double)); /* x' = d q, as the kernel quantizes it */
         float *hy = (float *)malloc(s.rows * sizeof(float));
         fill(s.type, hw, bytes, bb);
         for (int64_t c = 0; c < s.cols; c++) hx[c] = (float)((double)(next64() >> 11) * 0x1.0p-53 * 2 - 1);
-        double ymax = 0;
+        for (int64_t g = 0; g < s.cols / 32; g++) {
+            float mx = 0.f;
+            for (int i = 0; i < 32; i++) mx = fmaxf(mx, fabsf(hx[32 * g + i]));
+            const float dg = mx / 127.f;
+            for (int i = 0; i < 32; i++) xq[32 * g + i] = dg > 0.f ? (double)dg * (double)lrintf(hx[32 * g + i] / dg) : 0.0;
+        }
+        double ymax = 0, ymax8 = 0;
         for (int64_t r = 0; r < s.rows; r++) {
             quant_dequant_ref(s.type, hw + r * row, wrow, s.cols);
-            double acc = 0;
-            for (int64_t c = 0; c < s.cols; c++) acc += (double)wrow[c] * hx[c];
-            ref[r] = acc;
-            ymax = fmax(ymax, fabs(acc));
+            double acc = 0, acc8 = 0;
+            for (int64_t c = 0; c < s.cols; c++) acc += (double)wrow[c] * hx[c], acc8 += (double)wrow[c] * xq[c];
+            ref[r] = acc, ref8[r] = acc8;
+            ymax = fmax(ymax, fabs(acc)), ymax8 = fmax(ymax8, fabs(acc8));
         }
         uint8_t *dw;
         float *dx, *dy;
@@ -371,14 +475,24 @@ int main(int argc, char **argv) {
         CK(cudaMalloc(&dx, s.cols * sizeof(float)));
         CK(cudaMalloc(&dy, s.rows * sizeof(float)));
         CK(cudaMemcpy(dx, hx, s.cols * sizeof(float), cudaMemcpyHostToDevice));
-        double gbs[8] = {0}, err[8] = {0};
+        int8_t *dq;
+        float *dd;
+        CK(cudaMalloc(&dq, s.cols));
+        CK(cudaMalloc(&dd, s.cols / 32 * sizeof(float)));
+        const xq8 x8 = {dq, dd};
+        double gbs[16] = {0}, err[16] = {0}, err_x = 0;
         for (int vi = 0; vi < n_versions; vi++) {
             qmm_args a = {dw, (int64_t)row, s.rows, s.cols, dx, s.cols, dy, s.rows, 1, nullptr};
             CK(cudaMemset(dy, 0xff, s.rows * sizeof(float))); /* NaN: every output must be written */
-            launch(versions[vi], s.type, a);
+            launch(versions[vi], s.type, a, x8);
             CK(cudaDeviceSynchronize());
             CK(cudaMemcpy(hy, dy, s.rows * sizeof(float), cudaMemcpyDeviceToHost));
-            for (int64_t r = 0; r < s.rows; r++) err[vi] = fmax(err[vi], isfinite(hy[r]) ? fabs(hy[r] - ref[r]) / ymax : 1e9);
+            const bool v5 = versions[vi] / 10 == 5;
+            const double *want = v5 ? ref8 : ref, scale = v5 ? ymax8 : ymax;
+            for (int64_t r = 0; r < s.rows; r++) {
+                err[vi] = fmax(err[vi], isfinite(hy[r]) ? fabs(hy[r] - want[r]) / scale : 1e9);
+                if (v5) err_x = fmax(err_x, fabs(hy[r] - ref[r]) / ymax);
+            }
             if (err[vi] > 1e-4) {
                 printf("FAIL: %s v%d: max relative error %.3g\n", s.what, versions[vi], err[vi]);
                 fails++;
@@ -390,7 +504,7 @@ int main(int argc, char **argv) {
             for (int i = -5; i < reps; i++) {
                 a.w = dw + (size_t)((i + 5) % copies) * bytes;
                 CK(cudaEventRecord(e0));
-                launch(versions[vi], s.type, a);
+                launch(versions[vi], s.type, a, x8);
                 CK(cudaEventRecord(e1));
                 CK(cudaEventSynchronize(e1));
                 if (i >= 0) CK(cudaEventElapsedTime(&t[i], e0, e1));
@@ -404,13 +518,16 @@ int main(int argc, char **argv) {
         }
         double worst = 0;
         for (int vi = 0; vi < n_versions; vi++) worst = fmax(worst, err[vi]);
-        printf("| %s | %s | %.1f | %.0f | %.0f | %.0f | %.0f | %.0f | %.0f | %.0f | %.1e |\n", s.what,
-               quant_type_name(s.type), bytes / 1e6, gbs[0], gbs[1], gbs[2], gbs[3], gbs[4], gbs[5], gbs[6], worst);
+        printf("| %s | %s | %.1f |", s.what, quant_type_name(s.type), bytes / 1e6);
+        for (int vi = 0; vi < n_versions; vi++) printf(" %.0f |", gbs[vi]);
+        printf(" %.1e | %.1e |\n", worst, err_x);
         fflush(stdout);
         cudaFree(dw);
         cudaFree(dx);
         cudaFree(dy);
-        free(hw), free(hx), free(wrow), free(ref), free(hy);
+        cudaFree(dq);
+        cudaFree(dd);
+        free(hw), free(hx), free(wrow), free(ref), free(ref8), free(xq), free(hy);
     }
     printf("qmatmul: %d failed\n", fails);
     return fails != 0;
