@@ -12,7 +12,11 @@
  *        a warp step reads one block and coalesced activations
  *   v4   v3 with U = 4 blocks' loads in flight per warp before the first is
  *        used, and K warps per row (K = 1, 2, 4, or chosen from the row count)
- *        meeting in shared memory; not yet run on a GPU
+ *        meeting in shared memory
+ *   v5   v4 with the activations rounded to int8 in groups of 32 and dp4a
+ *        (the product, src/cuda/qmatmul.cuh: qmm_launch_x8); checked against
+ *        the float64 product with the rounded activations, and its distance
+ *        from the product with the float ones reported
  *
  *   nvcc -O3 -std=c++17 -arch=sm_90 -Iinclude -Isrc -Isrc/cuda bench/cuda/qmatmul.cu \
  *        build/quant.o -o qmatmul        (quant.o: src/quant.c and src/quant_simd.c, see run.sh)
@@ -75,16 +79,141 @@ static const shape shapes[] = {
     {"ffn_down 4096x14336", FASA_TYPE_Q6_K, 4096, 14336}, {"output 128256x4096", FASA_TYPE_Q6_K, 128256, 4096},
 };
 
+/* ---- helpers of versions 2 to 4 (float activations) ---- */
+/* Four bytes of w (each < 256) as exact floats. */
+__device__ __forceinline__ void qmm_bytes_to_float(uint32_t w, float *f) {
+#pragma unroll
+    for (int k = 0; k < 4; ++k) f[k] = __uint_as_float(__byte_perm(w, 0x4B000000u, 0x7650 + k) ) - 8388608.0f;
+}
+
+/* The warp's R row sums, reduced across lanes and written with the bias. */
+template <int R>
+__device__ __forceinline__ void qmm_store_rows(const float (&acc)[R], const qmm_args &a, int64_t r0, int lane) {
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+        float v = acc[r];
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+        if (lane == 0 && r0 + r < a.rows) a.y[r0 + r] = v + (a.bias ? a.bias[r0 + r] : 0.f);
+    }
+}
+
+/* ---- version 3, the product before version 5: float activations, one
+ * warp per row ---- */
+/* A lane takes 8 consecutive elements of a block, so a warp reads a whole
+ * block per step and consecutive lanes read consecutive activations (an
+ * earlier one-sub-block-per-lane layout made every activation load touch 32
+ * cache lines; bench/cuda/qmatmul.cu keeps it as version 2). Fields are word
+ * loads. */
+__device__ __forceinline__ void qmm_u64_to_float8(uint32_t lo, uint32_t hi, float *f) {
+    qmm_bytes_to_float(lo, f);
+    qmm_bytes_to_float(hi, f + 4);
+}
+
+template <int R>
+__global__ void __launch_bounds__(256) q4k_matvec_kernel(const qmm_args a) {
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int64_t r0 = ((int64_t)blockIdx.x * 8 + warp) * R;
+    if (r0 >= a.rows) return;
+    const int64_t n_blocks = a.cols / 256;
+    const int s = lane >> 2, off = 8 * (lane & 3);
+    float acc[R];
+#pragma unroll
+    for (int r = 0; r < R; ++r) acc[r] = 0.f;
+    for (int64_t b = 0; b < n_blocks; ++b) {
+        const float4 *xp = reinterpret_cast<const float4 *>(a.x + 256 * b + 32 * s + off);
+        const float4 x0 = __ldg(xp), x1 = __ldg(xp + 1);
+        const float xs = (x0.x + x0.y) + (x0.z + x0.w) + (x1.x + x1.y) + (x1.z + x1.w);
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+            if (r0 + r >= a.rows) break;
+            const uint8_t *blk = a.w + (r0 + r) * a.row_bytes + b * 144;
+            const uint32_t *hw = reinterpret_cast<const uint32_t *>(blk);
+            const uint32_t dm = hw[0];
+            int sc, mn;
+            qmm_k_scale_min(hw[1], hw[2], hw[3], s, sc, mn);
+            const uint2 q = *reinterpret_cast<const uint2 *>(blk + 16 + 32 * (s >> 1) + off);
+            const int shift = 4 * (s & 1);
+            float f[8];
+            qmm_u64_to_float8((q.x >> shift) & 0x0F0F0F0Fu, (q.y >> shift) & 0x0F0F0F0Fu, f);
+            const float dot = f[0] * x0.x + f[1] * x0.y + f[2] * x0.z + f[3] * x0.w + f[4] * x1.x + f[5] * x1.y +
+                              f[6] * x1.z + f[7] * x1.w;
+            const float d = __half2float(__ushort_as_half((unsigned short)(dm & 0xffff)));
+            const float dmin = __half2float(__ushort_as_half((unsigned short)(dm >> 16)));
+            acc[r] += d * (float)sc * dot - dmin * (float)mn * xs;
+        }
+    }
+    qmm_store_rows<R>(acc, a, r0, lane);
+}
+
+/* 8 bytes from a 2-byte aligned address: three aligned words, shifted. */
+__device__ __forceinline__ uint2 qmm_load8_a2(const uint8_t *p) {
+    const uint32_t *a = reinterpret_cast<const uint32_t *>((uintptr_t)p & ~(uintptr_t)3);
+    const int sh = (int)((uintptr_t)p & 3) * 8;
+    const uint32_t w0 = a[0], w1 = a[1], w2 = a[2];
+    return make_uint2(__funnelshift_r(w0, w1, sh), __funnelshift_r(w1, w2, sh));
+}
+
+template <int R>
+__global__ void __launch_bounds__(256) q6k_matvec_kernel(const qmm_args a) {
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int64_t r0 = ((int64_t)blockIdx.x * 8 + warp) * R;
+    if (r0 >= a.rows) return;
+    const int64_t n_blocks = a.cols / 256;
+    const int half = lane >> 4, g = (lane >> 2) & 3, off = 8 * (lane & 3);
+    float acc[R];
+#pragma unroll
+    for (int r = 0; r < R; ++r) acc[r] = 0.f;
+    for (int64_t b = 0; b < n_blocks; ++b) {
+        const float4 *xp = reinterpret_cast<const float4 *>(a.x + 256 * b + 8 * lane);
+        const float4 x0 = __ldg(xp), x1 = __ldg(xp + 1);
+        const float xs = (x0.x + x0.y) + (x0.z + x0.w) + (x1.x + x1.y) + (x1.z + x1.w);
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+            if (r0 + r >= a.rows) break;
+            const uint8_t *blk = a.w + (r0 + r) * a.row_bytes + b * 210;
+            const uint2 ql = qmm_load8_a2(blk + 64 * half + 32 * (g & 1) + off);
+            const uint2 qh = qmm_load8_a2(blk + 128 + 32 * half + off);
+            const int ls = 4 * (g >> 1), hs = 2 * g;
+            const uint32_t q0 = ((ql.x >> ls) & 0x0F0F0F0Fu) | (((qh.x >> hs) & 0x03030303u) << 4);
+            const uint32_t q1 = ((ql.y >> ls) & 0x0F0F0F0Fu) | (((qh.y >> hs) & 0x03030303u) << 4);
+            float f[8];
+            qmm_u64_to_float8(q0, q1, f);
+            const float dot = f[0] * x0.x + f[1] * x0.y + f[2] * x0.z + f[3] * x0.w + f[4] * x1.x + f[5] * x1.y +
+                              f[6] * x1.z + f[7] * x1.w;
+            const float d = __half2float(__ushort_as_half((unsigned short)(blk[208] | blk[209] << 8)));
+            acc[r] += d * (float)(int8_t)blk[192 + lane / 2] * (dot - 32.f * xs);
+        }
+    }
+    qmm_store_rows<R>(acc, a, r0, lane);
+}
+
+/* Rows per warp of the K-quant decode kernels (the workbench times 1, 2, 4;
+ * more rows share the activations but cost occupancy, and measured slower). */
+#ifndef QMM_KQ_ROWS
+#define QMM_KQ_ROWS 1
+#endif
+
+/* The K-quant decode kernel for one token, when there is one for the type. */
+static bool qmm_launch_kquant(uint32_t type, const qmm_args &a, cudaStream_t st, int rows_per_warp = QMM_KQ_ROWS) {
+    if (a.n_tok != 1 || (type != FASA_TYPE_Q4_K && type != FASA_TYPE_Q6_K)) return false;
+    const unsigned grid = (unsigned)((a.rows + 8 * rows_per_warp - 1) / (8 * rows_per_warp));
+    const bool q4 = type == FASA_TYPE_Q4_K;
+#define QKQ(R_)                                                                                                 \
+    if (rows_per_warp == R_) {                                                                                  \
+        if (q4) q4k_matvec_kernel<R_><<<grid, 256, 0, st>>>(a);                                                 \
+        else q6k_matvec_kernel<R_><<<grid, 256, 0, st>>>(a);                                                    \
+        return true;                                                                                            \
+    }
+    QKQ(1) QKQ(2) QKQ(4)
+#undef QKQ
+    return false;
+}
+
 /* ---- version 4, the next candidate (written after the last H200 run of
  * its session; not yet validated or timed there): version 3 with U blocks'
  * loads in flight per warp before the first is used, and K warps per row so
  * that a matrix of few rows still covers the GPU. ---- */
-/* Activations as int8 in groups of 32 (version 5): x ~ d[g] * q[c]. */
-struct xq8 {
-    const int8_t *q;
-    const float *d;
-};
-
 __device__ __forceinline__ float qmm_dot8(const float *f, float4 x0, float4 x1) {
     return f[0] * x0.x + f[1] * x0.y + f[2] * x0.z + f[3] * x0.w + f[4] * x1.x + f[5] * x1.y + f[6] * x1.z +
            f[7] * x1.w;
@@ -92,10 +221,6 @@ __device__ __forceinline__ float qmm_dot8(const float *f, float4 x0, float4 x1) 
 
 __device__ __forceinline__ float qmm_sum8(float4 x0, float4 x1) {
     return (x0.x + x0.y) + (x0.z + x0.w) + (x1.x + x1.y) + (x1.z + x1.w);
-}
-
-__device__ __forceinline__ float qmm_half(uint32_t bits16) {
-    return __half2float(__ushort_as_half((unsigned short)(bits16 & 0xffff)));
 }
 
 /* Q4_K: lane l takes elements 32 s + off .. + 7 of the block, s = l / 4. */
@@ -106,7 +231,7 @@ struct qmm_q4k {
         uint2 q;
         float4 x0, x1;
     };
-    static __device__ __forceinline__ void load(frag &f, const uint8_t *blk, const float *x, const xq8 &, int64_t,
+    static __device__ __forceinline__ void load(frag &f, const uint8_t *blk, const float *x, const qmm_x8 &, int64_t,
                                                 int lane) {
         const int s = lane >> 2, off = 8 * (lane & 3);
         f.h = *reinterpret_cast<const uint4 *>(blk);
@@ -141,7 +266,7 @@ struct qmm_q6k {
         sh = (int)((uintptr_t)p & 3) * 8;
         w[0] = a[0], w[1] = a[1], w[2] = a[2];
     }
-    static __device__ __forceinline__ void load(frag &f, const uint8_t *blk, const float *x, const xq8 &, int64_t,
+    static __device__ __forceinline__ void load(frag &f, const uint8_t *blk, const float *x, const qmm_x8 &, int64_t,
                                                 int lane) {
         const int half = lane >> 4, g = (lane >> 2) & 3, off = 8 * (lane & 3);
         words3(blk + 64 * half + 32 * (g & 1) + off, f.ql, f.sh_l);
@@ -165,7 +290,7 @@ struct qmm_q6k {
  * meet in shared memory), so that a matrix of few rows still has warps on
  * every multiprocessor; each warp has U blocks' loads in flight at once. */
 template <class KQ, int KSPLIT, int U>
-__global__ void __launch_bounds__(256) kq_matvec_kernel(const qmm_args a, const xq8 x8) {
+__global__ void __launch_bounds__(256) kq_matvec_kernel(const qmm_args a, const qmm_x8 x8) {
     __shared__ float part[8];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int64_t row = (int64_t)blockIdx.x * (8 / KSPLIT) + warp / KSPLIT;
@@ -196,92 +321,11 @@ __global__ void __launch_bounds__(256) kq_matvec_kernel(const qmm_args a, const 
     if (lane == 0 && row < a.rows) a.y[row] = acc + (a.bias ? a.bias[row] : 0.f);
 }
 
-/* ---- version 5: version 4 with the activations as int8 in groups of 32
- * (a scale per group, x ~ d q), so that a lane's 8 products are two dp4a
- * instructions on the packed codes instead of 8 conversions and 8 FMAs.
- * Numerics change: the result is exactly W x' with x' = d q, checked
- * against a float64 product with x' (and reported against x). ---- */
-
-/* Q4_K: q = d sc n - dmin mn with 4-bit n; per lane
- * dx (d sc sum(n qx) - dmin mn sum(qx)). */
-struct qmm_q4k8 {
-    static constexpr int bytes = 144;
-    struct frag {
-        uint4 h;
-        uint2 q, x;
-        float dx;
-    };
-    static __device__ __forceinline__ void load(frag &f, const uint8_t *blk, const float *, const xq8 &x8, int64_t b,
-                                                int lane) {
-        const int s = lane >> 2, off = 8 * (lane & 3);
-        f.h = *reinterpret_cast<const uint4 *>(blk);
-        f.q = *reinterpret_cast<const uint2 *>(blk + 16 + 32 * (s >> 1) + off);
-        f.x = __ldg(reinterpret_cast<const uint2 *>(x8.q + 256 * b + 8 * lane));
-        f.dx = __ldg(x8.d + 8 * b + s);
-    }
-    static __device__ __forceinline__ float dot(const frag &f, int lane) {
-        const int s = lane >> 2, shift = 4 * (s & 1);
-        int sc, mn;
-        qmm_k_scale_min(f.h.y, f.h.z, f.h.w, s, sc, mn);
-        const int nq = __dp4a((int)((f.q.y >> shift) & 0x0F0F0F0Fu), (int)f.x.y,
-                              __dp4a((int)((f.q.x >> shift) & 0x0F0F0F0Fu), (int)f.x.x, 0));
-        const int sq = __dp4a(0x01010101, (int)f.x.y, __dp4a(0x01010101, (int)f.x.x, 0));
-        return f.dx * (qmm_half(f.h.x) * (float)(sc * nq) - qmm_half(f.h.x >> 16) * (float)(mn * sq));
-    }
-};
-
-/* Q6_K: q = d sc (n - 32) with 6-bit n; the codes minus 32 as signed bytes. */
-struct qmm_q6k8 {
-    static constexpr int bytes = 210;
-    struct frag {
-        uint32_t ql[3], qh[3];
-        int sh_l, sh_h;
-        uint32_t dsc;
-        uint2 x;
-        float dx;
-    };
-    static __device__ __forceinline__ void load(frag &f, const uint8_t *blk, const float *, const xq8 &x8, int64_t b,
-                                                int lane) {
-        const int half = lane >> 4, g = (lane >> 2) & 3, off = 8 * (lane & 3);
-        qmm_q6k::words3(blk + 64 * half + 32 * (g & 1) + off, f.ql, f.sh_l);
-        qmm_q6k::words3(blk + 128 + 32 * half + off, f.qh, f.sh_h);
-        f.dsc = (uint32_t)blk[208] | (uint32_t)blk[209] << 8 | (uint32_t)blk[192 + lane / 2] << 16;
-        f.x = __ldg(reinterpret_cast<const uint2 *>(x8.q + 256 * b + 8 * lane));
-        f.dx = __ldg(x8.d + 8 * b + (lane >> 2));
-    }
-    static __device__ __forceinline__ float dot(const frag &f, int lane) {
-        const int g = (lane >> 2) & 3, ls = 4 * (g >> 1), hs = 2 * g;
-        const uint32_t l0 = __funnelshift_r(f.ql[0], f.ql[1], f.sh_l), l1 = __funnelshift_r(f.ql[1], f.ql[2], f.sh_l);
-        const uint32_t h0 = __funnelshift_r(f.qh[0], f.qh[1], f.sh_h), h1 = __funnelshift_r(f.qh[1], f.qh[2], f.sh_h);
-        const uint32_t n0 = ((l0 >> ls) & 0x0F0F0F0Fu) | (((h0 >> hs) & 0x03030303u) << 4);
-        const uint32_t n1 = ((l1 >> ls) & 0x0F0F0F0Fu) | (((h1 >> hs) & 0x03030303u) << 4);
-        const int nq = __dp4a((int)__vsub4(n1, 0x20202020u), (int)f.x.y, __dp4a((int)__vsub4(n0, 0x20202020u), (int)f.x.x, 0));
-        return f.dx * qmm_half(f.dsc) * (float)((int)(int8_t)(f.dsc >> 16) * nq);
-    }
-};
-
-/* x to int8: one warp per group of 32, d = max |x| / 127. */
-__global__ void quantize_x8_kernel(const float *x, int64_t n, int8_t *q, float *d) {
-    const int64_t g = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
-    const int lane = threadIdx.x & 31;
-    if (32 * g >= n) return;
-    const float v = x[32 * g + lane];
-    float m = fabsf(v);
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
-    const float dg = m / 127.f;
-    q[32 * g + lane] = (int8_t)(dg > 0.f ? __float2int_rn(v / dg) : 0);
-    if (lane == 0) d[g] = dg;
-}
-
 /* Blocks in flight per warp. */
 #define V4_UNROLL 4
 
-/* Warps per row: enough rows of warps to cover the GPU several times over
- * (132 multiprocessors on an H200, 8 warps per CTA). ksplit 0 = that choice. */
-static int v4_ksplit(int64_t rows) { return rows <= 2048 ? 4 : rows <= 8192 ? 2 : 1; }
 
-template <class KQ> static void v4_launch(const qmm_args &a, const xq8 &x8, cudaStream_t st, int ksplit) {
+template <class KQ> static void v4_launch(const qmm_args &a, const qmm_x8 &x8, cudaStream_t st, int ksplit) {
     const unsigned grid = (unsigned)((a.rows * ksplit + 7) / 8);
     if (ksplit == 4) kq_matvec_kernel<KQ, 4, V4_UNROLL><<<grid, 256, 0, st>>>(a, x8);
     else if (ksplit == 2) kq_matvec_kernel<KQ, 2, V4_UNROLL><<<grid, 256, 0, st>>>(a, x8);
@@ -289,17 +333,16 @@ template <class KQ> static void v4_launch(const qmm_args &a, const xq8 &x8, cuda
 }
 
 static void launch_v4(uint32_t type, const qmm_args &a, int ksplit) {
-    if (!ksplit) ksplit = v4_ksplit(a.rows);
-    if (type == FASA_TYPE_Q4_K) v4_launch<qmm_q4k>(a, xq8{}, 0, ksplit);
-    else v4_launch<qmm_q6k>(a, xq8{}, 0, ksplit);
+    if (!ksplit) ksplit = qmm_kq_split(a.rows);
+    if (type == FASA_TYPE_Q4_K) v4_launch<qmm_q4k>(a, qmm_x8{}, 0, ksplit);
+    else v4_launch<qmm_q6k>(a, qmm_x8{}, 0, ksplit);
 }
 
-/* Version 5: the activations' quantization is timed with the product. */
-static void launch_v5(uint32_t type, const qmm_args &a, const xq8 &x8, int ksplit) {
-    if (!ksplit) ksplit = v4_ksplit(a.rows);
-    quantize_x8_kernel<<<(unsigned)((a.cols / 32 + 7) / 8), 256>>>(a.x, a.cols, (int8_t *)x8.q, (float *)x8.d);
-    if (type == FASA_TYPE_Q4_K) v4_launch<qmm_q4k8>(a, x8, 0, ksplit);
-    else v4_launch<qmm_q6k8>(a, x8, 0, ksplit);
+/* Version 5, the product (qmm_launch_x8): version 4 with the activations
+ * as int8 in groups of 32 and dp4a; their rounding is timed with it. */
+static void launch_v5(uint32_t type, const qmm_args &a, const qmm_x8 &x8, int ksplit) {
+    qmm_quantize_x8(a.x, a.cols, (int8_t *)x8.q, (float *)x8.d, 0);
+    qmm_launch_x8(type, a, x8, 0, ksplit);
 }
 
 /* ---- version 2, kept here for comparison: a lane takes one 32-element
@@ -420,10 +463,10 @@ static void launch_v2(uint32_t type, const qmm_args &a, int R) {
 }
 
 /* Launches version v: 1 generic; 22, 24 version 2 with 2 or 4 rows per warp;
- * 31 version 3 (the product); 40 version 4 (warps per row chosen by the row
+ * 31 version 3; 40 version 4 (warps per row chosen by the row
  * count), 41, 42, 44 version 4 with 1, 2 or 4 warps per row; 50-54 the same
- * for version 5. */
-static void launch(int v, uint32_t type, const qmm_args &a, const xq8 &x8) {
+ * for version 5 (the product). */
+static void launch(int v, uint32_t type, const qmm_args &a, const qmm_x8 &x8) {
     if (v == 1) qfmt_dispatch(type, qmm_launcher{a, 0});
     else if (v / 10 == 2) launch_v2(type, a, v % 10);
     else if (v == 31) qmm_launch_kquant(type, a, 0, 1);
@@ -479,7 +522,7 @@ int main(int argc, char **argv) {
         float *dd;
         CK(cudaMalloc(&dq, s.cols));
         CK(cudaMalloc(&dd, s.cols / 32 * sizeof(float)));
-        const xq8 x8 = {dq, dd};
+        const qmm_x8 x8 = {dq, dd};
         double gbs[16] = {0}, err[16] = {0}, err_x = 0;
         for (int vi = 0; vi < n_versions; vi++) {
             qmm_args a = {dw, (int64_t)row, s.rows, s.cols, dx, s.cols, dy, s.rows, 1, nullptr};

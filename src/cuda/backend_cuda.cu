@@ -59,6 +59,8 @@ struct cuda_backend {
     fasa_cuda_ctx *actx;     /* attention: K, V, labels and their scratch */
     fasa_cuda_layer **kv;    /* [n_layers] */
     float *x, *xb, *q, *k, *v, *gate, *up, *proj, *logits; /* activations, [n_batch][...] */
+    int8_t *x8q;             /* a decoded token's product input rounded to int8 (qmm_quantize_x8) */
+    float *x8d;
     int32_t *tokens;
     sample_state *sample;
     uint32_t *keys[2];
@@ -240,6 +242,10 @@ fasa_status alloc_activations(cuda_backend *b) {
         CUDA_TRY(cudaMalloc((void **)f[i], (size_t)n[i] * sizeof(float)));
         b->act_bytes += (uint64_t)n[i] * 4;
     }
+    const int64_t widest = wide > in->n_ff ? wide : in->n_ff;
+    CUDA_TRY(cudaMalloc((void **)&b->x8q, (size_t)widest));
+    CUDA_TRY(cudaMalloc((void **)&b->x8d, (size_t)widest / 32 * sizeof(float)));
+    b->act_bytes += (uint64_t)widest * 9 / 8;
     CUDA_TRY(cudaMalloc((void **)&b->tokens, (size_t)B * sizeof(int32_t)));
     CUDA_TRY(cudaMalloc((void **)&b->sample, sizeof(sample_state)));
     for (int i = 0; i < 2; i++) {
@@ -261,7 +267,7 @@ void cuda_free(fasa_context *c) {
     free_caches(&b->m->info, b->actx, b->kv);
     void *bufs[] = {b->weights, b->x,       b->xb,      b->q,       b->k,      b->v,      b->gate,
                     b->up,      b->proj,    b->logits,  b->tokens,  b->sample, b->keys[0], b->keys[1],
-                    b->ids[0],  b->ids[1],  b->sort_tmp};
+                    b->ids[0],  b->ids[1],  b->sort_tmp, b->x8q,      b->x8d};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) cudaFree(bufs[i]);
     free(b->layers);
     attn_policy_free(b->policy);
@@ -304,9 +310,29 @@ fasa_status cuda_init(fasa_context *c, const fasa_context_params *p) {
 
 /* ---- the forward pass ------------------------------------------------ */
 
+/* For one decoded token: rounds x, the input of the products with the
+ * given weights, to int8 into b->x8q / x8d when one of them takes the int8
+ * path (qmm_takes_x8); returns whether it did, for matmul's `rounded`. */
+bool round_x8(const cuda_backend *b, const float *x, int32_t n, const dev_weight &w0,
+              const dev_weight *w1 = nullptr, const dev_weight *w2 = nullptr) {
+    const dev_weight *ws[] = {&w0, w1, w2};
+    for (const dev_weight *w : ws)
+        if (w && qmm_takes_x8(w->type, n)) {
+            qmm_quantize_x8(x, w->cols, b->x8q, b->x8d, stream_of(b));
+            return true;
+        }
+    return false;
+}
+
+/* y = W x (+ bias); `rounded`: round_x8 holds x, so a product that takes
+ * the int8 path reads it from there. */
 fasa_status matmul(const cuda_backend *b, const dev_weight &w, const float *x, int32_t n, float *y,
-                   const float *bias = nullptr) {
+                   const float *bias, bool rounded) {
     qmm_args a = {w.data, w.row_bytes, w.rows, w.cols, x, w.cols, y, w.rows, n, bias};
+    if (rounded && qmm_launch_x8(w.type, a, qmm_x8{b->x8q, b->x8d}, stream_of(b))) {
+        CUDA_TRY_LAUNCH("qmm_kq_kernel");
+        return FASA_OK;
+    }
     if (!qmm_launch(w.type, a, stream_of(b)))
         return fasa_error(FASA_E_UNSUPPORTED, "the CUDA backend has no kernel for tensor type %u", w.type);
     CUDA_TRY_LAUNCH("qmm_kernel");
@@ -344,25 +370,29 @@ fasa_status layer_forward(cuda_backend *b, int32_t l, int32_t pos0, int32_t n) {
     cudaStream_t s = stream_of(b);
     const int half = in->rope_layout == FASA_ROPE_HALF;
     fasa_status st;
-    if ((st = rmsnorm(b, b->x, L->attn_norm, b->xb, n)) || (st = matmul(b, L->wq, b->xb, n, b->q, L->bq)) ||
-        (st = matmul(b, L->wk, b->xb, n, b->k, L->bk)) || (st = matmul(b, L->wv, b->xb, n, b->v, L->bv)))
+    if ((st = rmsnorm(b, b->x, L->attn_norm, b->xb, n))) return st;
+    bool r = round_x8(b, b->xb, n, L->wq, &L->wk, &L->wv);
+    if ((st = matmul(b, L->wq, b->xb, n, b->q, L->bq, r)) || (st = matmul(b, L->wk, b->xb, n, b->k, L->bk, r)) ||
+        (st = matmul(b, L->wv, b->xb, n, b->v, L->bv, r)))
         return st;
     rope_kernel<<<grid_for((int64_t)n * in->n_heads * d / 2, 256), 256, 0, s>>>(b->q, n, in->n_heads, d, pos0,
                                                                               b->inv_freq, half);
     rope_kernel<<<grid_for((int64_t)n * in->n_kv_heads * d / 2, 256), 256, 0, s>>>(b->k, n, in->n_kv_heads, d, pos0,
                                                                                  b->inv_freq, half);
     CUDA_TRY_LAUNCH("rope_kernel");
-    if ((st = fasa_cuda_layer_append_dev(b->kv[l], b->k, b->v, n)) || (st = attention(b, l, pos0, n)) ||
-        (st = matmul(b, L->wo, b->xb, n, b->proj)))
-        return st;
+    if ((st = fasa_cuda_layer_append_dev(b->kv[l], b->k, b->v, n)) || (st = attention(b, l, pos0, n))) return st;
+    r = round_x8(b, b->xb, n, L->wo);
+    if ((st = matmul(b, L->wo, b->xb, n, b->proj, nullptr, r))) return st;
     add_kernel<<<grid_for((int64_t)n * E, 256), 256, 0, s>>>(b->x, b->proj, (int64_t)n * E);
     CUDA_TRY_LAUNCH("add_kernel");
-    if ((st = rmsnorm(b, b->x, L->ffn_norm, b->xb, n)) || (st = matmul(b, L->w_gate, b->xb, n, b->gate)) ||
-        (st = matmul(b, L->w_up, b->xb, n, b->up)))
+    if ((st = rmsnorm(b, b->x, L->ffn_norm, b->xb, n))) return st;
+    r = round_x8(b, b->xb, n, L->w_gate, &L->w_up);
+    if ((st = matmul(b, L->w_gate, b->xb, n, b->gate, nullptr, r)) || (st = matmul(b, L->w_up, b->xb, n, b->up, nullptr, r)))
         return st;
     swiglu_kernel<<<grid_for((int64_t)n * F, 256), 256, 0, s>>>(b->gate, b->up, (int64_t)n * F);
     CUDA_TRY_LAUNCH("swiglu_kernel");
-    if ((st = matmul(b, L->w_down, b->gate, n, b->proj))) return st;
+    r = round_x8(b, b->gate, n, L->w_down);
+    if ((st = matmul(b, L->w_down, b->gate, n, b->proj, nullptr, r))) return st;
     add_kernel<<<grid_for((int64_t)n * E, 256), 256, 0, s>>>(b->x, b->proj, (int64_t)n * E);
     CUDA_TRY_LAUNCH("add_kernel");
     return FASA_OK;
@@ -395,7 +425,7 @@ fasa_status forward(cuda_backend *b, const int32_t *tokens, int32_t n, int32_t p
     for (int32_t l = 0; !st && l < in->n_layers; l++) st = layer_forward(b, l, pos0, n);
     if (st || first >= n) return st;
     if ((st = rmsnorm(b, b->x + first * E, b->output_norm, b->xb, n - first))) return st;
-    return matmul(b, b->output, b->xb, n - first, b->logits);
+    return matmul(b, b->output, b->xb, n - first, b->logits, nullptr, round_x8(b, b->xb, n - first, b->output));
 }
 
 fasa_status download_logits(cuda_backend *b, float *dst, int32_t n_rows) {

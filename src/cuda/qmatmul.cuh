@@ -155,19 +155,9 @@ __global__ void __launch_bounds__(QMM_WARPS * 32) qmm_kernel(const qmm_args a) {
 }
 
 /* ---- decode kernels for the K-quants most models are made of ------------
- *
- * The generic kernel decodes eight elements per lane from shared memory,
- * one narrow load per field, and measured instruction bound (docs/perf-
- * notes.md). For one token these read straight from global memory with
- * word loads, the activations shared by R rows. A nibble becomes a float by
- * a byte permute into a float's mantissa (exact), and Q4_K's min is applied
- * once per lane: sum((d sc q - dmin mn) x) = d sc sum(q x) - dmin mn sum(x). */
-
-/* Four bytes of w (each < 256) as exact floats. */
-__device__ __forceinline__ void qmm_bytes_to_float(uint32_t w, float *f) {
-#pragma unroll
-    for (int k = 0; k < 4; ++k) f[k] = __uint_as_float(__byte_perm(w, 0x4B000000u, 0x7650 + k) ) - 8388608.0f;
-}
+ * The generic kernel above decodes eight elements per lane from shared
+ * memory, one narrow load per field, and measured instruction bound
+ * (docs/perf-notes.md); one token on Q4_K or Q6_K weights takes these. */
 
 /* quant_k_scale_min on the 12 scale bytes held in three words (registers,
  * where a byte array indexed at run time would go to local memory). */
@@ -183,126 +173,175 @@ __device__ __forceinline__ void qmm_k_scale_min(uint32_t w0, uint32_t w1, uint32
     }
 }
 
-/* The warp's R row sums, reduced across lanes and written with the bias. */
-template <int R>
-__device__ __forceinline__ void qmm_store_rows(const float (&acc)[R], const qmm_args &a, int64_t r0, int lane) {
+__device__ __forceinline__ float qmm_half(uint32_t bits16) {
+    return __half2float(__ushort_as_half((unsigned short)(bits16 & 0xffff)));
+}
+
+/* ---- decode products with int8 activations ------------------------------
+ * The activations of a decoded token are rounded once per input vector to
+ * int8 in groups of 32 (x ~ d q, d = max |x| / 127, q = round(x / d): the
+ * CPU's quant_x8.c definition, so both backends compute the same products),
+ * and a lane's 8 weights meet them in two dp4a instructions instead of 8
+ * conversions and 8 FMAs. A lane takes 8 consecutive elements of a block,
+ * so a warp step reads one block and 256 consecutive activation bytes;
+ * each warp keeps QMM_KQ_UNROLL blocks' loads in flight before using the
+ * first, and a row is split over several warps when the matrix has few
+ * rows, so that every multiprocessor has work. Versions and timings:
+ * bench/cuda/qmatmul.cu and docs/perf-notes.md. */
+
+struct qmm_x8 {
+    const int8_t *q; /* [cols] */
+    const float *d;  /* [cols / 32] */
+};
+
+/* x to int8, one warp per group of 32. n is a multiple of 32. */
+__global__ void qmm_quantize_x8_kernel(const float *x, int64_t n, int8_t *q, float *d) {
+    const int64_t g = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    const int lane = threadIdx.x & 31;
+    if (32 * g >= n) return;
+    const float v = x[32 * g + lane];
+    float m = fabsf(v);
+    bool finite = isfinite(v);
 #pragma unroll
-    for (int r = 0; r < R; ++r) {
-        float v = acc[r];
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-        if (lane == 0 && r0 + r < a.rows) a.y[r0 + r] = v + (a.bias ? a.bias[r0 + r] : 0.f);
+    for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+    finite = __all_sync(0xffffffffu, finite);
+    const float dg = finite ? m / 127.f : __int_as_float(0x7fc00000); /* NaN in, NaN out */
+    q[32 * g + lane] = (int8_t)(finite && m > 0.f ? __float2int_rn(v / dg) : 0);
+    if (lane == 0) d[g] = dg;
+}
+
+/* Q4_K: sub-block s is d sc[s] n - dmin mn[s]; a lane's part of it is
+ * d_x (d sc sum(n q) - dmin mn sum(q)) over its 8 elements. */
+struct qmm_kq_q4k {
+    static constexpr int bytes = 144;
+    struct frag {
+        uint4 h; /* d | dmin, and the 12 scale bytes */
+        uint2 q, x;
+        float dx;
+    };
+    static __device__ __forceinline__ void load(frag &f, const uint8_t *blk, const qmm_x8 &x8, int64_t b, int lane) {
+        const int s = lane >> 2, off = 8 * (lane & 3);
+        f.h = *reinterpret_cast<const uint4 *>(blk);
+        f.q = *reinterpret_cast<const uint2 *>(blk + 16 + 32 * (s >> 1) + off);
+        f.x = __ldg(reinterpret_cast<const uint2 *>(x8.q + 256 * b + 8 * lane));
+        f.dx = __ldg(x8.d + 8 * b + s);
     }
-}
-
-/* A lane takes 8 consecutive elements of a block, so a warp reads a whole
- * block per step and consecutive lanes read consecutive activations (an
- * earlier one-sub-block-per-lane layout made every activation load touch 32
- * cache lines; bench/cuda/qmatmul.cu keeps it as version 2). Fields are word
- * loads. */
-__device__ __forceinline__ void qmm_u64_to_float8(uint32_t lo, uint32_t hi, float *f) {
-    qmm_bytes_to_float(lo, f);
-    qmm_bytes_to_float(hi, f + 4);
-}
-
-template <int R>
-__global__ void __launch_bounds__(256) q4k_matvec_kernel(const qmm_args a) {
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int64_t r0 = ((int64_t)blockIdx.x * 8 + warp) * R;
-    if (r0 >= a.rows) return;
-    const int64_t n_blocks = a.cols / 256;
-    const int s = lane >> 2, off = 8 * (lane & 3);
-    float acc[R];
-#pragma unroll
-    for (int r = 0; r < R; ++r) acc[r] = 0.f;
-    for (int64_t b = 0; b < n_blocks; ++b) {
-        const float4 *xp = reinterpret_cast<const float4 *>(a.x + 256 * b + 32 * s + off);
-        const float4 x0 = __ldg(xp), x1 = __ldg(xp + 1);
-        const float xs = (x0.x + x0.y) + (x0.z + x0.w) + (x1.x + x1.y) + (x1.z + x1.w);
-#pragma unroll
-        for (int r = 0; r < R; ++r) {
-            if (r0 + r >= a.rows) break;
-            const uint8_t *blk = a.w + (r0 + r) * a.row_bytes + b * 144;
-            const uint32_t *hw = reinterpret_cast<const uint32_t *>(blk);
-            const uint32_t dm = hw[0];
-            int sc, mn;
-            qmm_k_scale_min(hw[1], hw[2], hw[3], s, sc, mn);
-            const uint2 q = *reinterpret_cast<const uint2 *>(blk + 16 + 32 * (s >> 1) + off);
-            const int shift = 4 * (s & 1);
-            float f[8];
-            qmm_u64_to_float8((q.x >> shift) & 0x0F0F0F0Fu, (q.y >> shift) & 0x0F0F0F0Fu, f);
-            const float dot = f[0] * x0.x + f[1] * x0.y + f[2] * x0.z + f[3] * x0.w + f[4] * x1.x + f[5] * x1.y +
-                              f[6] * x1.z + f[7] * x1.w;
-            const float d = __half2float(__ushort_as_half((unsigned short)(dm & 0xffff)));
-            const float dmin = __half2float(__ushort_as_half((unsigned short)(dm >> 16)));
-            acc[r] += d * (float)sc * dot - dmin * (float)mn * xs;
-        }
+    static __device__ __forceinline__ float dot(const frag &f, int lane) {
+        const int s = lane >> 2, shift = 4 * (s & 1);
+        int sc, mn;
+        qmm_k_scale_min(f.h.y, f.h.z, f.h.w, s, sc, mn);
+        const int nq = __dp4a((int)((f.q.y >> shift) & 0x0F0F0F0Fu), (int)f.x.y,
+                              __dp4a((int)((f.q.x >> shift) & 0x0F0F0F0Fu), (int)f.x.x, 0));
+        const int sq = __dp4a(0x01010101, (int)f.x.y, __dp4a(0x01010101, (int)f.x.x, 0));
+        return f.dx * (qmm_half(f.h.x) * (float)(sc * nq) - qmm_half(f.h.x >> 16) * (float)(mn * sq));
     }
-    qmm_store_rows<R>(acc, a, r0, lane);
-}
+};
 
-/* 8 bytes from a 2-byte aligned address: three aligned words, shifted. */
-__device__ __forceinline__ uint2 qmm_load8_a2(const uint8_t *p) {
-    const uint32_t *a = reinterpret_cast<const uint32_t *>((uintptr_t)p & ~(uintptr_t)3);
-    const int sh = (int)((uintptr_t)p & 3) * 8;
-    const uint32_t w0 = a[0], w1 = a[1], w2 = a[2];
-    return make_uint2(__funnelshift_r(w0, w1, sh), __funnelshift_r(w1, w2, sh));
-}
-
-template <int R>
-__global__ void __launch_bounds__(256) q6k_matvec_kernel(const qmm_args a) {
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int64_t r0 = ((int64_t)blockIdx.x * 8 + warp) * R;
-    if (r0 >= a.rows) return;
-    const int64_t n_blocks = a.cols / 256;
-    const int half = lane >> 4, g = (lane >> 2) & 3, off = 8 * (lane & 3);
-    float acc[R];
-#pragma unroll
-    for (int r = 0; r < R; ++r) acc[r] = 0.f;
-    for (int64_t b = 0; b < n_blocks; ++b) {
-        const float4 *xp = reinterpret_cast<const float4 *>(a.x + 256 * b + 8 * lane);
-        const float4 x0 = __ldg(xp), x1 = __ldg(xp + 1);
-        const float xs = (x0.x + x0.y) + (x0.z + x0.w) + (x1.x + x1.y) + (x1.z + x1.w);
-#pragma unroll
-        for (int r = 0; r < R; ++r) {
-            if (r0 + r >= a.rows) break;
-            const uint8_t *blk = a.w + (r0 + r) * a.row_bytes + b * 210;
-            const uint2 ql = qmm_load8_a2(blk + 64 * half + 32 * (g & 1) + off);
-            const uint2 qh = qmm_load8_a2(blk + 128 + 32 * half + off);
-            const int ls = 4 * (g >> 1), hs = 2 * g;
-            const uint32_t q0 = ((ql.x >> ls) & 0x0F0F0F0Fu) | (((qh.x >> hs) & 0x03030303u) << 4);
-            const uint32_t q1 = ((ql.y >> ls) & 0x0F0F0F0Fu) | (((qh.y >> hs) & 0x03030303u) << 4);
-            float f[8];
-            qmm_u64_to_float8(q0, q1, f);
-            const float dot = f[0] * x0.x + f[1] * x0.y + f[2] * x0.z + f[3] * x0.w + f[4] * x1.x + f[5] * x1.y +
-                              f[6] * x1.z + f[7] * x1.w;
-            const float d = __half2float(__ushort_as_half((unsigned short)(blk[208] | blk[209] << 8)));
-            acc[r] += d * (float)(int8_t)blk[192 + lane / 2] * (dot - 32.f * xs);
-        }
+/* Q6_K (210-byte blocks, only 2-byte aligned): lane l takes elements 8 l ..
+ * 8 l + 7; its low nibbles and high bit pairs are read as three aligned
+ * words each and shifted into place; the codes minus 32 as signed bytes. */
+struct qmm_kq_q6k {
+    static constexpr int bytes = 210;
+    struct frag {
+        uint32_t ql[3], qh[3];
+        int sh_l, sh_h;
+        uint32_t dsc; /* d (16 bits) and the lane's scale byte */
+        uint2 x;
+        float dx;
+    };
+    static __device__ __forceinline__ void words3(const uint8_t *p, uint32_t *w, int &sh) {
+        const uint32_t *a = reinterpret_cast<const uint32_t *>((uintptr_t)p & ~(uintptr_t)3);
+        sh = (int)((uintptr_t)p & 3) * 8;
+        w[0] = a[0], w[1] = a[1], w[2] = a[2];
     }
-    qmm_store_rows<R>(acc, a, r0, lane);
-}
+    static __device__ __forceinline__ void load(frag &f, const uint8_t *blk, const qmm_x8 &x8, int64_t b, int lane) {
+        const int half = lane >> 4, g = (lane >> 2) & 3, off = 8 * (lane & 3);
+        words3(blk + 64 * half + 32 * (g & 1) + off, f.ql, f.sh_l);
+        words3(blk + 128 + 32 * half + off, f.qh, f.sh_h);
+        f.dsc = (uint32_t)blk[208] | (uint32_t)blk[209] << 8 | (uint32_t)blk[192 + lane / 2] << 16;
+        f.x = __ldg(reinterpret_cast<const uint2 *>(x8.q + 256 * b + 8 * lane));
+        f.dx = __ldg(x8.d + 8 * b + (lane >> 2));
+    }
+    static __device__ __forceinline__ float dot(const frag &f, int lane) {
+        const int g = (lane >> 2) & 3, ls = 4 * (g >> 1), hs = 2 * g;
+        const uint32_t l0 = __funnelshift_r(f.ql[0], f.ql[1], f.sh_l), l1 = __funnelshift_r(f.ql[1], f.ql[2], f.sh_l);
+        const uint32_t h0 = __funnelshift_r(f.qh[0], f.qh[1], f.sh_h), h1 = __funnelshift_r(f.qh[1], f.qh[2], f.sh_h);
+        const uint32_t n0 = ((l0 >> ls) & 0x0F0F0F0Fu) | (((h0 >> hs) & 0x03030303u) << 4);
+        const uint32_t n1 = ((l1 >> ls) & 0x0F0F0F0Fu) | (((h1 >> hs) & 0x03030303u) << 4);
+        const int nq =
+            __dp4a((int)__vsub4(n1, 0x20202020u), (int)f.x.y, __dp4a((int)__vsub4(n0, 0x20202020u), (int)f.x.x, 0));
+        return f.dx * qmm_half(f.dsc) * (float)((int)(int8_t)(f.dsc >> 16) * nq);
+    }
+};
 
-/* Rows per warp of the K-quant decode kernels (the workbench times 1, 2, 4;
- * more rows share the activations but cost occupancy, and measured slower). */
-#ifndef QMM_KQ_ROWS
-#define QMM_KQ_ROWS 1
+/* Blocks whose loads a warp has in flight before it uses the first. */
+#ifndef QMM_KQ_UNROLL
+#define QMM_KQ_UNROLL 4
 #endif
 
-/* The K-quant decode kernel for one token, when there is one for the type. */
-static bool qmm_launch_kquant(uint32_t type, const qmm_args &a, cudaStream_t st, int rows_per_warp = QMM_KQ_ROWS) {
-    if (a.n_tok != 1 || (type != FASA_TYPE_Q4_K && type != FASA_TYPE_Q6_K)) return false;
-    const unsigned grid = (unsigned)((a.rows + 8 * rows_per_warp - 1) / (8 * rows_per_warp));
-    const bool q4 = type == FASA_TYPE_Q4_K;
-#define QKQ(R_)                                                                                                 \
-    if (rows_per_warp == R_) {                                                                                  \
-        if (q4) q4k_matvec_kernel<R_><<<grid, 256, 0, st>>>(a);                                                 \
-        else q6k_matvec_kernel<R_><<<grid, 256, 0, st>>>(a);                                                    \
-        return true;                                                                                            \
+/* KSPLIT warps share a row (each takes every KSPLIT-th block; their sums
+ * meet in shared memory); 8 warps per CTA. */
+template <class KQ, int KSPLIT, int U>
+__global__ void __launch_bounds__(256) qmm_kq_kernel(const qmm_args a, const qmm_x8 x8) {
+    __shared__ float part[8];
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int64_t row = (int64_t)blockIdx.x * (8 / KSPLIT) + warp / KSPLIT;
+    const int64_t n_blocks = a.cols / 256;
+    float acc = 0.f;
+    if (row < a.rows) {
+        const uint8_t *w = a.w + row * a.row_bytes;
+        for (int64_t b0 = warp % KSPLIT; b0 < n_blocks; b0 += (int64_t)KSPLIT * U) {
+            typename KQ::frag f[U];
+#pragma unroll
+            for (int u = 0; u < U; ++u) {
+                const int64_t b = b0 + (int64_t)u * KSPLIT;
+                if (b < n_blocks) KQ::load(f[u], w + b * KQ::bytes, x8, b, lane);
+            }
+#pragma unroll
+            for (int u = 0; u < U; ++u)
+                if (b0 + (int64_t)u * KSPLIT < n_blocks) acc += KQ::dot(f[u], lane);
+        }
     }
-    QKQ(1) QKQ(2) QKQ(4)
-#undef QKQ
-    return false;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
+    if (KSPLIT > 1) {
+        if (lane == 0) part[warp] = acc;
+        __syncthreads();
+        if (warp % KSPLIT || lane) return;
+        for (int k = 1; k < KSPLIT; ++k) acc += part[warp + k];
+    }
+    if (lane == 0 && row < a.rows) a.y[row] = acc + (a.bias ? a.bias[row] : 0.f);
+}
+
+/* Warps per row: a matrix of few rows is split so that it still covers
+ * the GPU several times over (132 multiprocessors on an H200). */
+static int qmm_kq_split(int64_t rows) { return rows <= 2048 ? 4 : rows <= 8192 ? 2 : 1; }
+
+template <class KQ> static void qmm_kq_launch(const qmm_args &a, const qmm_x8 &x8, cudaStream_t st, int ksplit) {
+    const unsigned grid = (unsigned)((a.rows * ksplit + 7) / 8);
+    if (ksplit == 4) qmm_kq_kernel<KQ, 4, QMM_KQ_UNROLL><<<grid, 256, 0, st>>>(a, x8);
+    else if (ksplit == 2) qmm_kq_kernel<KQ, 2, QMM_KQ_UNROLL><<<grid, 256, 0, st>>>(a, x8);
+    else qmm_kq_kernel<KQ, 1, QMM_KQ_UNROLL><<<grid, 256, 0, st>>>(a, x8);
+}
+
+/* Whether a product takes the int8 path: one token on Q4_K or Q6_K weights. */
+static bool qmm_takes_x8(uint32_t type, int32_t n_tok) {
+    return n_tok == 1 && (type == FASA_TYPE_Q4_K || type == FASA_TYPE_Q6_K);
+}
+
+/* Rounds x[0, n) into x8 (n a multiple of 32). */
+static void qmm_quantize_x8(const float *x, int64_t n, int8_t *q, float *d, cudaStream_t st) {
+    qmm_quantize_x8_kernel<<<(unsigned)((n / 32 + 7) / 8), 256, 0, st>>>(x, n, q, d);
+}
+
+/* y = W x' (+ bias) for one token with x' in x8; false unless qmm_takes_x8.
+ * ksplit 0: qmm_kq_split's choice. */
+static bool qmm_launch_x8(uint32_t type, const qmm_args &a, const qmm_x8 &x8, cudaStream_t st, int ksplit = 0) {
+    if (!qmm_takes_x8(type, a.n_tok)) return false;
+    if (!ksplit) ksplit = qmm_kq_split(a.rows);
+    if (type == FASA_TYPE_Q4_K) qmm_kq_launch<qmm_kq_q4k>(a, x8, st, ksplit);
+    else qmm_kq_launch<qmm_kq_q6k>(a, x8, st, ksplit);
+    return true;
 }
 
 /* Launches y = W x (+ bias) for n_tok tokens: passes of 8 tokens while at
@@ -333,7 +372,7 @@ struct qmm_launcher {
 
 /* False for a format the kernels do not know. */
 static bool qmm_launch(uint32_t type, const qmm_args &a, cudaStream_t st) {
-    return qmm_launch_kquant(type, a, st) || qfmt_dispatch(type, qmm_launcher{a, st});
+    return qfmt_dispatch(type, qmm_launcher{a, st});
 }
 
 /* Whether the kernels know a format. */
