@@ -324,6 +324,56 @@ template <class KQ> static void qmm_kq_launch(const qmm_args &a, const qmm_x8 &x
     else qmm_kq_kernel<KQ, 1, QMM_KQ_UNROLL><<<grid, 256, 0, st>>>(a, x8);
 }
 
+/* The same products with the row staged through shared memory: a warp
+ * per row copies QMM_CHUNK-byte pieces of it with 16-byte cp.async (two
+ * pieces in flight, as the generic kernel does) and decodes blocks from
+ * there. A warp then has up to 4 KB of its row in flight instead of the few
+ * blocks the register loads above hold, which is what a matrix-vector
+ * product needs to reach DRAM bandwidth (bytes in flight = bandwidth x
+ * latency, about 30 KB per multiprocessor on an H200). */
+template <class KQ>
+__global__ void __launch_bounds__(256) qmm_kq_staged_kernel(const qmm_args a, const qmm_x8 x8) {
+    constexpr int NB = (QMM_CHUNK - 16) / KQ::bytes; /* whole blocks per piece */
+    __shared__ __align__(16) uint8_t smem[8][2][QMM_CHUNK + 16];
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int64_t row = (int64_t)blockIdx.x * 8 + warp;
+    if (row >= a.rows) return;
+    const uint8_t *w = a.w + row * a.row_bytes;
+    const int64_t n_blocks = a.cols / 256, n_pieces = (n_blocks + NB - 1) / NB;
+    int lead_cur = qmm_stage(smem[warp][0], w, 0, a.row_bytes, lane), lead_next = 0;
+    qmm_commit();
+    float acc = 0.f;
+    for (int64_t c = 0; c < n_pieces; ++c) {
+        const int cur = (int)(c & 1);
+        if (c + 1 < n_pieces) {
+            lead_next = qmm_stage(smem[warp][cur ^ 1], w, (c + 1) * NB * KQ::bytes, a.row_bytes, lane);
+            qmm_commit();
+            qmm_wait_prev();
+        } else {
+            qmm_wait_all();
+        }
+        __syncwarp();
+        const uint8_t *buf = smem[warp][cur] + lead_cur;
+        const int64_t b0 = c * NB;
+        const int nb = n_blocks - b0 < NB ? (int)(n_blocks - b0) : NB;
+#pragma unroll 2
+        for (int i = 0; i < nb; ++i) {
+            typename KQ::frag f;
+            KQ::load(f, buf + i * KQ::bytes, x8, b0 + i, lane);
+            acc += KQ::dot(f, lane);
+        }
+        __syncwarp(); /* the buffer is refilled two pieces on */
+        lead_cur = lead_next;
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
+    if (lane == 0) a.y[row] = acc + (a.bias ? a.bias[row] : 0.f);
+}
+
+template <class KQ> static void qmm_kq_staged_launch(const qmm_args &a, const qmm_x8 &x8, cudaStream_t st) {
+    qmm_kq_staged_kernel<KQ><<<(unsigned)((a.rows + 7) / 8), 256, 0, st>>>(a, x8);
+}
+
 /* Whether a product takes the int8 path: one token on Q4_K or Q6_K weights. */
 static bool qmm_takes_x8(uint32_t type, int32_t n_tok) {
     return n_tok == 1 && (type == FASA_TYPE_Q4_K || type == FASA_TYPE_Q6_K);
@@ -335,11 +385,18 @@ static void qmm_quantize_x8(const float *x, int64_t n, int8_t *q, float *d, cuda
 }
 
 /* y = W x' (+ bias) for one token with x' in x8; false unless qmm_takes_x8.
- * ksplit 0: qmm_kq_split's choice. */
-static bool qmm_launch_x8(uint32_t type, const qmm_args &a, const qmm_x8 &x8, cudaStream_t st, int ksplit = 0) {
+ * ksplit: warps per row of the register-load kernel (0: qmm_kq_split's
+ * choice), or -1 for the staged kernel (the default). */
+static bool qmm_launch_x8(uint32_t type, const qmm_args &a, const qmm_x8 &x8, cudaStream_t st, int ksplit = -1) {
     if (!qmm_takes_x8(type, a.n_tok)) return false;
+    const bool q4 = type == FASA_TYPE_Q4_K;
+    if (ksplit < 0) {
+        if (q4) qmm_kq_staged_launch<qmm_kq_q4k>(a, x8, st);
+        else qmm_kq_staged_launch<qmm_kq_q6k>(a, x8, st);
+        return true;
+    }
     if (!ksplit) ksplit = qmm_kq_split(a.rows);
-    if (type == FASA_TYPE_Q4_K) qmm_kq_launch<qmm_kq_q4k>(a, x8, st, ksplit);
+    if (q4) qmm_kq_launch<qmm_kq_q4k>(a, x8, st, ksplit);
     else qmm_kq_launch<qmm_kq_q6k>(a, x8, st, ksplit);
     return true;
 }
