@@ -17,6 +17,8 @@
  *        (the product, src/cuda/qmatmul.cuh: qmm_launch_x8); checked against
  *        the float64 product with the rounded activations, and its distance
  *        from the product with the float ones reported
+ *   v6   v5's decoding with each row staged through shared memory by 16-byte
+ *        cp.async, two pieces of 2, 4 or 8 KB in flight per warp (the product)
  *
  *   nvcc -O3 -std=c++17 -arch=sm_90 -Iinclude -Isrc -Isrc/cuda bench/cuda/qmatmul.cu \
  *        build/quant.o -o qmatmul        (quant.o: src/quant.c and src/quant_simd.c, see run.sh)
@@ -340,9 +342,10 @@ static void launch_v4(uint32_t type, const qmm_args &a, int ksplit) {
 
 /* Version 5, the product (qmm_launch_x8): version 4 with the activations
  * as int8 in groups of 32 and dp4a; their rounding is timed with it. */
-static void launch_v5(uint32_t type, const qmm_args &a, const qmm_x8 &x8, int ksplit) {
+static void launch_v5(uint32_t type, const qmm_args &a, const qmm_x8 &x8, int ksplit /* -1: version 6 */,
+                      int piece = QMM_KQ_PIECE) {
     qmm_quantize_x8(a.x, a.cols, (int8_t *)x8.q, (float *)x8.d, 0);
-    qmm_launch_x8(type, a, x8, 0, ksplit);
+    qmm_launch_x8(type, a, x8, 0, ksplit, piece);
 }
 
 /* ---- version 2, kept here for comparison: a lane takes one 32-element
@@ -465,13 +468,14 @@ static void launch_v2(uint32_t type, const qmm_args &a, int R) {
 /* Launches version v: 1 generic; 22, 24 version 2 with 2 or 4 rows per warp;
  * 31 version 3; 40 version 4 (warps per row chosen by the row
  * count), 41, 42, 44 version 4 with 1, 2 or 4 warps per row; 50-54 the same
- * for version 5 (the product). */
+ * for version 5; 62, 64, 68 version 6 (the product) with 2, 4, 8 KB pieces. */
 static void launch(int v, uint32_t type, const qmm_args &a, const qmm_x8 &x8) {
     if (v == 1) qfmt_dispatch(type, qmm_launcher{a, 0});
     else if (v / 10 == 2) launch_v2(type, a, v % 10);
     else if (v == 31) qmm_launch_kquant(type, a, 0, 1);
     else if (v / 10 == 4) launch_v4(type, a, v % 10);
-    else launch_v5(type, a, x8, v % 10);
+    else if (v / 10 == 5) launch_v5(type, a, x8, v % 10);
+    else launch_v5(type, a, x8, -1, 1024 * (v % 10));
     CK(cudaGetLastError());
 }
 
@@ -480,12 +484,12 @@ int main(int argc, char **argv) {
     for (int i = 1; i < argc; i++)
         if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--bogus-flag")) return 2;
-    const int versions[] = {1, 24, 31, 40, 41, 42, 44, 50, 51, 52, 54};
+    const int versions[] = {1, 24, 31, 40, 41, 42, 44, 50, 51, 52, 54, 62, 64, 68};
     const int n_versions = sizeof versions / sizeof versions[0];
     int fails = 0;
     printf("| shape | type | MB | v1 GB/s | v2 R=4 | v3 | v4 (auto) | v4 k=1 | v4 k=2 | v4 k=4 | v5 (auto) | v5 k=1 | v5 k=2 "
-           "| v5 k=4 | max rel err | v5: int8 x against float x |\n"
-           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+           "| v5 k=4 | v6 2 KB | v6 4 KB | v6 8 KB | max rel err | v5/v6: int8 x against float x |\n"
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for (const shape &s : shapes) {
         const size_t row = quant_row_bytes(s.type, s.cols), bytes = row * s.rows;
         const size_t bb = s.type == FASA_TYPE_Q4_K ? 144 : 210;
@@ -530,7 +534,7 @@ int main(int argc, char **argv) {
             launch(versions[vi], s.type, a, x8);
             CK(cudaDeviceSynchronize());
             CK(cudaMemcpy(hy, dy, s.rows * sizeof(float), cudaMemcpyDeviceToHost));
-            const bool v5 = versions[vi] / 10 == 5;
+            const bool v5 = versions[vi] >= 50;
             const double *want = v5 ? ref8 : ref, scale = v5 ? ymax8 : ymax;
             for (int64_t r = 0; r < s.rows; r++) {
                 err[vi] = fmax(err[vi], isfinite(hy[r]) ? fabs(hy[r] - want[r]) / scale : 1e9);

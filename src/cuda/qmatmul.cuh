@@ -86,14 +86,14 @@ __device__ __forceinline__ void qmm_commit() { asm volatile("cp.async.commit_gro
 __device__ __forceinline__ void qmm_wait_prev() { asm volatile("cp.async.wait_group 1;\n" ::); }
 __device__ __forceinline__ void qmm_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::); }
 
-/* Stages row bytes [off, off + QMM_CHUNK) (16-byte aligned span covering
+/* Stages row bytes [off, off + chunk) (16-byte aligned span covering
  * them) into buf; returns the offset of byte `off` inside buf. */
 __device__ __forceinline__ int qmm_stage(uint8_t *buf, const uint8_t *row, int64_t off, int64_t row_bytes,
-                                         int lane) {
+                                         int lane, int chunk = QMM_CHUNK) {
     const uint8_t *start = row + off;
     const uintptr_t a = (uintptr_t)start & ~(uintptr_t)15;
     const int lead = (int)((uintptr_t)start - a);
-    const int64_t end = off + QMM_CHUNK < row_bytes ? off + QMM_CHUNK : row_bytes;
+    const int64_t end = off + chunk < row_bytes ? off + chunk : row_bytes;
     const int n16 = (int)((lead + (end - off) + 15) / 16);
     for (int i = lane; i < n16; i += 32) qmm_cp16(buf + 16 * i, (const void *)(a + 16 * i));
     return lead;
@@ -331,22 +331,22 @@ template <class KQ> static void qmm_kq_launch(const qmm_args &a, const qmm_x8 &x
  * blocks the register loads above hold, which is what a matrix-vector
  * product needs to reach DRAM bandwidth (bytes in flight = bandwidth x
  * latency, about 30 KB per multiprocessor on an H200). */
-template <class KQ>
-__global__ void __launch_bounds__(256) qmm_kq_staged_kernel(const qmm_args a, const qmm_x8 x8) {
-    constexpr int NB = (QMM_CHUNK - 16) / KQ::bytes; /* whole blocks per piece */
-    __shared__ __align__(16) uint8_t smem[8][2][QMM_CHUNK + 16];
+template <class KQ, int WARPS, int CHUNK>
+__global__ void __launch_bounds__(WARPS * 32) qmm_kq_staged_kernel(const qmm_args a, const qmm_x8 x8) {
+    constexpr int NB = (CHUNK - 16) / KQ::bytes; /* whole blocks per piece */
+    __shared__ __align__(16) uint8_t smem[WARPS][2][CHUNK + 16];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int64_t row = (int64_t)blockIdx.x * 8 + warp;
+    const int64_t row = (int64_t)blockIdx.x * WARPS + warp;
     if (row >= a.rows) return;
     const uint8_t *w = a.w + row * a.row_bytes;
     const int64_t n_blocks = a.cols / 256, n_pieces = (n_blocks + NB - 1) / NB;
-    int lead_cur = qmm_stage(smem[warp][0], w, 0, a.row_bytes, lane), lead_next = 0;
+    int lead_cur = qmm_stage(smem[warp][0], w, 0, a.row_bytes, lane, CHUNK), lead_next = 0;
     qmm_commit();
     float acc = 0.f;
     for (int64_t c = 0; c < n_pieces; ++c) {
         const int cur = (int)(c & 1);
         if (c + 1 < n_pieces) {
-            lead_next = qmm_stage(smem[warp][cur ^ 1], w, (c + 1) * NB * KQ::bytes, a.row_bytes, lane);
+            lead_next = qmm_stage(smem[warp][cur ^ 1], w, (c + 1) * NB * KQ::bytes, a.row_bytes, lane, CHUNK);
             qmm_commit();
             qmm_wait_prev();
         } else {
@@ -370,8 +370,17 @@ __global__ void __launch_bounds__(256) qmm_kq_staged_kernel(const qmm_args a, co
     if (lane == 0) a.y[row] = acc + (a.bias ? a.bias[row] : 0.f);
 }
 
-template <class KQ> static void qmm_kq_staged_launch(const qmm_args &a, const qmm_x8 &x8, cudaStream_t st) {
-    qmm_kq_staged_kernel<KQ><<<(unsigned)((a.rows + 7) / 8), 256, 0, st>>>(a, x8);
+/* Piece size of the staged kernel: 2, 4 or 8 KB (8, 4 or 2 warps per CTA,
+ * 33 KB of shared memory either way). */
+#ifndef QMM_KQ_PIECE
+#define QMM_KQ_PIECE 2048
+#endif
+
+template <class KQ>
+static void qmm_kq_staged_launch(const qmm_args &a, const qmm_x8 &x8, cudaStream_t st, int piece = QMM_KQ_PIECE) {
+    if (piece == 8192) qmm_kq_staged_kernel<KQ, 2, 8192><<<(unsigned)((a.rows + 1) / 2), 64, 0, st>>>(a, x8);
+    else if (piece == 4096) qmm_kq_staged_kernel<KQ, 4, 4096><<<(unsigned)((a.rows + 3) / 4), 128, 0, st>>>(a, x8);
+    else qmm_kq_staged_kernel<KQ, 8, 2048><<<(unsigned)((a.rows + 7) / 8), 256, 0, st>>>(a, x8);
 }
 
 /* Whether a product takes the int8 path: one token on Q4_K or Q6_K weights. */
@@ -386,13 +395,15 @@ static void qmm_quantize_x8(const float *x, int64_t n, int8_t *q, float *d, cuda
 
 /* y = W x' (+ bias) for one token with x' in x8; false unless qmm_takes_x8.
  * ksplit: warps per row of the register-load kernel (0: qmm_kq_split's
- * choice), or -1 for the staged kernel (the default). */
-static bool qmm_launch_x8(uint32_t type, const qmm_args &a, const qmm_x8 &x8, cudaStream_t st, int ksplit = -1) {
+ * choice), or -1 for the staged kernel (the default) with pieces of
+ * `piece` bytes. */
+static bool qmm_launch_x8(uint32_t type, const qmm_args &a, const qmm_x8 &x8, cudaStream_t st, int ksplit = -1,
+                          int piece = QMM_KQ_PIECE) {
     if (!qmm_takes_x8(type, a.n_tok)) return false;
     const bool q4 = type == FASA_TYPE_Q4_K;
     if (ksplit < 0) {
-        if (q4) qmm_kq_staged_launch<qmm_kq_q4k>(a, x8, st);
-        else qmm_kq_staged_launch<qmm_kq_q6k>(a, x8, st);
+        if (q4) qmm_kq_staged_launch<qmm_kq_q4k>(a, x8, st, piece);
+        else qmm_kq_staged_launch<qmm_kq_q6k>(a, x8, st, piece);
         return true;
     }
     if (!ksplit) ksplit = qmm_kq_split(a.rows);
