@@ -48,28 +48,37 @@ void attn_dense_part(const fasa_kv *kv, int32_t layer, int32_t kv_head, const fl
         o[d] = mx;
         o[d + 1] = sum;
     }
-    /* Weighted sum of values, 64 output lanes at a time held in registers
-     * across all tokens (one value row of an f16 cache is widened per head). */
+    /* Weighted sum of values: ATTN_VTILE value rows at a time are widened
+     * once (an f16 cache; an f32 one is read in place), then every query
+     * head adds them into its output, 64 lanes at a time in registers. */
+    for (int32_t g = 0; g < n_q; g++) memset(part + (int64_t)g * (d + 2), 0, (size_t)d * sizeof(float));
     if (idx)
         for (int32_t j = 0; j < n && j < 2 * ATTN_PREFETCH; j++) prefetch_row(kv, kv_v_row(kv, layer, kv_head, idx[j0 + j]));
-    for (int32_t g = 0; g < n_q; g++) {
-        const float *wg = w + (int64_t)g * n;
-        float *o = part + (int64_t)g * (d + 2);
-        for (int32_t c0 = 0; c0 < d; c0 += 64) {
-            const int32_t cw = d - c0 < 64 ? d - c0 : 64;
-            float acc[64] = {0};
-            for (int32_t j = 0; j < n; j++) {
-                const int32_t pos = idx ? idx[j0 + j] : j0 + j;
-                if (idx && g == 0 && c0 == 0 && j + 2 * ATTN_PREFETCH < n)
-                    prefetch_row(kv, kv_v_row(kv, layer, kv_head, idx[j0 + j + 2 * ATTN_PREFETCH]));
-                const float *v = kv_row_f32(kv, kv_v_row(kv, layer, kv_head, pos), buf) + c0;
-                const float p = wg[j];
-                if (cw == 64)
-                    for (int32_t i = 0; i < 64; i++) acc[i] += p * v[i];
-                else
-                    for (int32_t i = 0; i < cw; i++) acc[i] += p * v[i];
+    for (int32_t t0 = 0; t0 < n; t0 += ATTN_VTILE) {
+        const int32_t nt = n - t0 < ATTN_VTILE ? n - t0 : ATTN_VTILE;
+        const float *rows[ATTN_VTILE];
+        for (int32_t t = 0; t < nt; t++) {
+            const int32_t j = t0 + t, pos = idx ? idx[j0 + j] : j0 + j;
+            if (idx && j + 2 * ATTN_PREFETCH < n)
+                prefetch_row(kv, kv_v_row(kv, layer, kv_head, idx[j0 + j + 2 * ATTN_PREFETCH]));
+            rows[t] = kv_row_f32(kv, kv_v_row(kv, layer, kv_head, pos), buf + (int64_t)t * d);
+        }
+        for (int32_t g = 0; g < n_q; g++) {
+            const float *wg = w + (int64_t)g * n + t0;
+            float *o = part + (int64_t)g * (d + 2);
+            for (int32_t c0 = 0; c0 < d; c0 += 64) {
+                const int32_t cw = d - c0 < 64 ? d - c0 : 64;
+                float acc[64];
+                memcpy(acc, o + c0, (size_t)cw * sizeof(float));
+                for (int32_t t = 0; t < nt; t++) {
+                    const float p = wg[t], *v = rows[t] + c0;
+                    if (cw == 64)
+                        for (int32_t i = 0; i < 64; i++) acc[i] += p * v[i];
+                    else
+                        for (int32_t i = 0; i < cw; i++) acc[i] += p * v[i];
+                }
+                memcpy(o + c0, acc, (size_t)cw * sizeof(float));
             }
-            memcpy(o + c0, acc, (size_t)cw * sizeof(float));
         }
     }
 }
@@ -97,7 +106,7 @@ void attn_dense_group(const fasa_kv *kv, int32_t layer, int32_t kv_head, const f
                       int32_t n_q, const int32_t *idx, int32_t n, float scale, float *out,
                       float *scratch) {
     const int32_t d = kv->head_dim;
-    float *part = scratch + (int64_t)n_q * n + d;
+    float *part = scratch + (int64_t)n_q * n + (int64_t)ATTN_VTILE * d;
     attn_dense_part(kv, layer, kv_head, q, n_q, idx, 0, n, scale, part, scratch);
     for (int32_t g = 0; g < n_q; g++) {
         const float *o = part + (int64_t)g * (d + 2), inv = 1.0f / o[d + 1];

@@ -34,9 +34,13 @@ void attn_dense_group(const fasa_kv *kv, int32_t layer, int32_t kv_head, const f
                       int32_t n_q, const int32_t *idx, int32_t n, float scale, float *out,
                       float *scratch);
 
-/* Scratch floats for n tokens (weights, one widened row, one part). */
+/* Value rows widened at a time by attn_dense_part (each once for all the
+ * group's query heads). */
+#define ATTN_VTILE 16
+
+/* Scratch floats for n tokens (weights, ATTN_VTILE widened rows, one part). */
 static inline int64_t attn_dense_scratch(int32_t n_q, int32_t n, int32_t head_dim) {
-    return (int64_t)n_q * n + head_dim + attn_part_floats(n_q, head_dim);
+    return (int64_t)n_q * n + (int64_t)ATTN_VTILE * head_dim + attn_part_floats(n_q, head_dim);
 }
 
 /* e^x within 3e-7 relative for x in [-87, 88] (clamped there), in plain
