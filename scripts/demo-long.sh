@@ -29,7 +29,7 @@ fi
 question="Which strings does RawConfigParser accept as true in BOOLEAN_STATES? List them."
 echo "== a question about $(basename "$doc") ($(wc -c < "$doc") bytes): full attention vs FASA at budget 256 =="
 echo "Q: $question"
-echo "The file is prefilled densely once (a long prefill on a CPU: the progress line shows it); then each"
+echo "The file is prefilled densely once (minutes on a CPU, shared by both methods); then each"
 echo "method decodes the question token by token and generates the answer, attending to all cached tokens"
 echo "(full) or to 256 per head chosen by 16 of the 64 frequency chunks (fasa)."
 rm -rf "$OUT"

@@ -14,11 +14,12 @@
  *        used, and K warps per row (K = 1, 2, 4, or chosen from the row count)
  *        meeting in shared memory
  *   v5   v4 with the activations rounded to int8 in groups of 32 and dp4a
- *        (the product, src/cuda/qmatmul.cuh: qmm_launch_x8); checked against
+ *        (the product's default, qmm_launch_x8); checked against
  *        the float64 product with the rounded activations, and its distance
  *        from the product with the float ones reported
  *   v6   v5's decoding with each row staged through shared memory by 16-byte
- *        cp.async, two pieces of 2, 4 or 8 KB in flight per warp (the product)
+ *        cp.async, two pieces of 2, 4 or 8 KB in flight per warp (in the
+ *        product behind QMM_KQ_DEFAULT = -1; not yet run on a GPU)
  *
  *   nvcc -O3 -std=c++17 -arch=sm_90 -Iinclude -Isrc -Isrc/cuda bench/cuda/qmatmul.cu \
  *        build/quant.o -o qmatmul        (quant.o: src/quant.c and src/quant_simd.c, see run.sh)
@@ -212,10 +213,9 @@ static bool qmm_launch_kquant(uint32_t type, const qmm_args &a, cudaStream_t st,
     return false;
 }
 
-/* ---- version 4, the next candidate (written after the last H200 run of
- * its session; not yet validated or timed there): version 3 with U blocks'
- * loads in flight per warp before the first is used, and K warps per row so
- * that a matrix of few rows still covers the GPU. ---- */
+/* ---- version 4: version 3 with U blocks' loads in flight per warp before
+ * the first is used, and K warps per row so that a matrix of few rows
+ * still covers the GPU (measured: docs/perf-notes.md). ---- */
 __device__ __forceinline__ float qmm_dot8(const float *f, float4 x0, float4 x1) {
     return f[0] * x0.x + f[1] * x0.y + f[2] * x0.z + f[3] * x0.w + f[4] * x1.x + f[5] * x1.y + f[6] * x1.z +
            f[7] * x1.w;
@@ -468,7 +468,7 @@ static void launch_v2(uint32_t type, const qmm_args &a, int R) {
 /* Launches version v: 1 generic; 22, 24 version 2 with 2 or 4 rows per warp;
  * 31 version 3; 40 version 4 (warps per row chosen by the row
  * count), 41, 42, 44 version 4 with 1, 2 or 4 warps per row; 50-54 the same
- * for version 5; 62, 64, 68 version 6 (the product) with 2, 4, 8 KB pieces. */
+ * for version 5; 62, 64, 68 version 6 with 2, 4, 8 KB pieces. */
 static void launch(int v, uint32_t type, const qmm_args &a, const qmm_x8 &x8) {
     if (v == 1) qfmt_dispatch(type, qmm_launcher{a, 0});
     else if (v / 10 == 2) launch_v2(type, a, v % 10);

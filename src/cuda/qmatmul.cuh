@@ -324,7 +324,8 @@ template <class KQ> static void qmm_kq_launch(const qmm_args &a, const qmm_x8 &x
     else qmm_kq_kernel<KQ, 1, QMM_KQ_UNROLL><<<grid, 256, 0, st>>>(a, x8);
 }
 
-/* The same products with the row staged through shared memory: a warp
+/* The same products with the row staged through shared memory (version 6;
+ * see QMM_KQ_DEFAULT): a warp
  * per row copies QMM_CHUNK-byte pieces of it with 16-byte cp.async (two
  * pieces in flight, as the generic kernel does) and decodes blocks from
  * there. A warp then has up to 4 KB of its row in flight instead of the few
@@ -393,12 +394,19 @@ static void qmm_quantize_x8(const float *x, int64_t n, int8_t *q, float *d, cuda
     qmm_quantize_x8_kernel<<<(unsigned)((n / 32 + 7) / 8), 256, 0, st>>>(x, n, q, d);
 }
 
+/* The kernel of the int8 path: QMM_KQ_DEFAULT warps per row of the
+ * register-load kernel (0: qmm_kq_split's choice; measured on an H200 as
+ * workbench version 5), or -1 for the staged kernel (version 6, written
+ * after that run and not yet validated or timed on a GPU). */
+#ifndef QMM_KQ_DEFAULT
+#define QMM_KQ_DEFAULT 0
+#endif
+
 /* y = W x' (+ bias) for one token with x' in x8; false unless qmm_takes_x8.
  * ksplit: warps per row of the register-load kernel (0: qmm_kq_split's
- * choice), or -1 for the staged kernel (the default) with pieces of
- * `piece` bytes. */
-static bool qmm_launch_x8(uint32_t type, const qmm_args &a, const qmm_x8 &x8, cudaStream_t st, int ksplit = -1,
-                          int piece = QMM_KQ_PIECE) {
+ * choice), or -1 for the staged kernel with pieces of `piece` bytes. */
+static bool qmm_launch_x8(uint32_t type, const qmm_args &a, const qmm_x8 &x8, cudaStream_t st,
+                          int ksplit = QMM_KQ_DEFAULT, int piece = QMM_KQ_PIECE) {
     if (!qmm_takes_x8(type, a.n_tok)) return false;
     const bool q4 = type == FASA_TYPE_Q4_K;
     if (ksplit < 0) {
