@@ -486,7 +486,9 @@ static void test_gqa_attention(void **state) {
 }
 
 static int setup(void **state) {
-    snprintf(tiny_path, sizeof tiny_path, "%s/tiny_model_%d.gguf", FASA_BUILD_DIR, (int)getpid());
+    /* The build folder, or /tmp where the binary runs away from it (carried to a GPU machine). */
+    const char *dir = access(FASA_BUILD_DIR, W_OK) == 0 ? FASA_BUILD_DIR : "/tmp";
+    snprintf(tiny_path, sizeof tiny_path, "%s/tiny_model_%d.gguf", dir, (int)getpid());
     if (fasa_model_load(FASA_TEST_MODEL, &real) != FASA_OK) {
         fprintf(stderr, "cannot load %s: %s\n", FASA_TEST_MODEL, fasa_last_error());
         return -1;

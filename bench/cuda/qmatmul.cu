@@ -14,12 +14,12 @@
  *        used, and K warps per row (K = 1, 2, 4, or chosen from the row count)
  *        meeting in shared memory
  *   v5   v4 with the activations rounded to int8 in groups of 32 and dp4a
- *        (the product's default, qmm_launch_x8); checked against
+ *        (in the product, qmm_launch_x8 with ksplit >= 0); checked against
  *        the float64 product with the rounded activations, and its distance
  *        from the product with the float ones reported
  *   v6   v5's decoding with each row staged through shared memory by 16-byte
- *        cp.async, two pieces of 2, 4 or 8 KB in flight per warp (in the
- *        product behind QMM_KQ_DEFAULT = -1; not yet run on a GPU)
+ *        cp.async, two pieces of 2, 4 or 8 KB in flight per warp (the
+ *        product's default, with 4 KB pieces)
  *
  *   nvcc -O3 -std=c++17 -arch=sm_90 -Iinclude -Isrc -Isrc/cuda bench/cuda/qmatmul.cu \
  *        build/quant.o -o qmatmul        (quant.o: src/quant.c and src/quant_simd.c, see run.sh)

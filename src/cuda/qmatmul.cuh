@@ -324,8 +324,8 @@ template <class KQ> static void qmm_kq_launch(const qmm_args &a, const qmm_x8 &x
     else qmm_kq_kernel<KQ, 1, QMM_KQ_UNROLL><<<grid, 256, 0, st>>>(a, x8);
 }
 
-/* The same products with the row staged through shared memory (version 6;
- * see QMM_KQ_DEFAULT): a warp
+/* The same products with the row staged through shared memory (version 6,
+ * the default): a warp
  * per row copies QMM_CHUNK-byte pieces of it with 16-byte cp.async (two
  * pieces in flight, as the generic kernel does) and decodes blocks from
  * there. A warp then has up to 4 KB of its row in flight instead of the few
@@ -372,9 +372,9 @@ __global__ void __launch_bounds__(WARPS * 32) qmm_kq_staged_kernel(const qmm_arg
 }
 
 /* Piece size of the staged kernel: 2, 4 or 8 KB (8, 4 or 2 warps per CTA,
- * 33 KB of shared memory either way). */
+ * 33 KB of shared memory either way); 4 KB measured best on an H200. */
 #ifndef QMM_KQ_PIECE
-#define QMM_KQ_PIECE 2048
+#define QMM_KQ_PIECE 4096
 #endif
 
 template <class KQ>
@@ -395,11 +395,11 @@ static void qmm_quantize_x8(const float *x, int64_t n, int8_t *q, float *d, cuda
 }
 
 /* The kernel of the int8 path: QMM_KQ_DEFAULT warps per row of the
- * register-load kernel (0: qmm_kq_split's choice; measured on an H200 as
- * workbench version 5), or -1 for the staged kernel (version 6, written
- * after that run and not yet validated or timed on a GPU). */
+ * register-load kernel (0: qmm_kq_split's choice; workbench version 5), or
+ * -1 for the staged kernel (version 6, 1.2-1.6x version 5 on the large
+ * matrices on an H200, docs/perf-notes.md). */
 #ifndef QMM_KQ_DEFAULT
-#define QMM_KQ_DEFAULT 0
+#define QMM_KQ_DEFAULT -1
 #endif
 
 /* y = W x' (+ bias) for one token with x' in x8; false unless qmm_takes_x8.
