@@ -55,6 +55,10 @@ grep -q "^The capital of France is" "$tmp/gen1" && ok || bad "generate does not 
 grep -q "decode:" "$tmp/err" && grep -q "prefill:" "$tmp/err" && ok || bad "generate prints no speed"
 expect_ok "generate greedy again" "$FASA" generate -m "$MODEL" -p "The capital of France is" -n 8 --temp 0 -t 2
 cmp -s "$tmp/out" "$tmp/gen1" && ok || bad "greedy generation is not deterministic"
+# The default model is Q4_1, which has no int8 decode kernel: --f32-act changes nothing.
+expect_ok "generate --f32-act" "$FASA" generate -m "$MODEL" -p "The capital of France is" -n 8 --temp 0 -t 2 --f32-act
+cmp -s "$tmp/out" "$tmp/gen1" && ok || bad "--f32-act changed a Q4_1 model's greedy text"
+expect_error "ca --f32-act" "applies to generate, perplexity and eval" "$FASA" ca -m "$MODEL" -f "$tmp/ppl.txt" --f32-act --methods stream
 expect_ok "generate chat" "$FASA" generate -m "$MODEL" --chat -p "What is the capital of France?" -n 24 --temp 0
 grep -qi "paris" "$tmp/out" && ok || bad "chat answer lacks Paris: $(cat "$tmp/out")"
 # A prompt from a file is echoed before the continuation: the echo must be the

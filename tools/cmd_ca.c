@@ -168,6 +168,7 @@ int cmd_ca(int argc, char **argv) {
     }
     if (optind < argc) return cli_fail(CMD, "unexpected argument '%s'", argv[optind]);
     if (!cli_attn_cpu_only(CMD, &base)) return 1;
+    if (base.f32_act) return cli_fail(CMD, "--f32-act applies to generate, perplexity and eval"), 1;
     if (!file) return cli_fail(CMD, "no text given: pass -f FILE");
     if (decode >= ctx) return cli_fail(CMD, "--decode %lld must be smaller than --ctx %lld", (long long)decode, (long long)ctx);
 

@@ -286,7 +286,7 @@ static int run(eval_opts *o, fasa_model *m) {
     const int chat = o->chat >= 0 ? o->chat : strcmp(o->task->name, "gen") != 0;
     const eval_env env = {
         .model = m, .grid = &grid, .results = res, .corpus = &corpus, .n_threads = (int32_t)o->threads,
-        .kv_type = o->kv_type, .seed = (uint64_t)o->seed,
+        .kv_type = o->kv_type, .f32_activations = o->attn.f32_act, .seed = (uint64_t)o->seed,
         .n_samples = (int32_t)(o->samples > 0 ? o->samples : o->task->samples), .ctxs = l.ctxs, .n_ctxs = l.n_ctxs,
         .decode = (int32_t)(o->decode > 0 ? o->decode : o->task->decode), .kinds = l.kinds, .n_kinds = l.n_kinds,
         .depths = l.depths, .n_depths = l.n_depths, .filler = o->filler, .chat = chat != 0,

@@ -15,7 +15,7 @@ static double now_seconds(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-fasa_status eval_session_init(fasa_model *m, int32_t n_ctx, int32_t n_threads, fasa_kv_type kv_type,
+fasa_status eval_session_init(fasa_model *m, int32_t n_ctx, int32_t n_threads, fasa_kv_type kv_type, bool f32_act,
                               eval_session *s) {
     *s = (eval_session){.model = m};
     fasa_model_info info;
@@ -28,6 +28,7 @@ fasa_status eval_session_init(fasa_model *m, int32_t n_ctx, int32_t n_threads, f
     cp.n_threads = n_threads;
     cp.n_batch = EVAL_BATCH;
     cp.kv_type = kv_type;
+    cp.f32_activations = f32_act;
     fasa_status st = fasa_context_init(m, &cp, &s->ctx);
     if (st) return st;
     s->logits = fasa_malloc((size_t)s->n_vocab, sizeof(float), "logits");

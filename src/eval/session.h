@@ -40,7 +40,7 @@ typedef struct eval_session {
     double prefill_seconds;
 } eval_session;
 
-fasa_status eval_session_init(fasa_model *m, int32_t n_ctx, int32_t n_threads, fasa_kv_type kv_type,
+fasa_status eval_session_init(fasa_model *m, int32_t n_ctx, int32_t n_threads, fasa_kv_type kv_type, bool f32_act,
                               eval_session *s);
 void eval_session_free(eval_session *s);
 

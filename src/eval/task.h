@@ -37,6 +37,7 @@ typedef struct eval_env {
     const eval_corpus *corpus; /* passages and haystacks */
     int32_t n_threads;
     fasa_kv_type kv_type;
+    bool f32_activations;      /* fasa_context_params.f32_activations */
     uint64_t seed;
     int32_t n_samples;
     const int32_t *ctxs;       /* ppl: prefill P; needle: prompt length; gen: prompt (book); ca: context */

@@ -174,7 +174,7 @@ fasa_status eval_run_gen(const eval_env *e) {
     gen_ref r = {0};
     int32_t *own = NULL;
     if (st || !tr.p.todo) goto done;
-    if ((st = eval_session_init(e->model, P_max + N, e->n_threads, e->kv_type, &ss))) goto done;
+    if ((st = eval_session_init(e->model, P_max + N, e->n_threads, e->kv_type, e->f32_activations, &ss))) goto done;
     r.tok = fasa_malloc((size_t)N, sizeof *r.tok, "generated tokens");
     r.logp = fasa_malloc((size_t)N * info.n_vocab, sizeof *r.logp, "reference distributions");
     r.skip = fasa_calloc((size_t)info.n_vocab, sizeof *r.skip, "end-of-generation flags");

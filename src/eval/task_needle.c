@@ -166,7 +166,7 @@ fasa_status eval_run_needle(const eval_env *e) {
                 }
     if (!tr.p.todo) return FASA_OK;
     eval_session ss;
-    fasa_status st = eval_session_init(e->model, n_ctx, e->n_threads, e->kv_type, &ss);
+    fasa_status st = eval_session_init(e->model, n_ctx, e->n_threads, e->kv_type, e->f32_activations, &ss);
     if (st) return st;
     int32_t *hay = fasa_malloc((size_t)L_max, sizeof *hay, "haystack");
     if (!hay) st = FASA_E_NOMEM;

@@ -108,7 +108,7 @@ fasa_status eval_run_ppl(const eval_env *e) {
             }
     if (!tr.p.todo) return FASA_OK;
     eval_session ss;
-    fasa_status st = eval_session_init(e->model, P_max + D, e->n_threads, e->kv_type, &ss);
+    fasa_status st = eval_session_init(e->model, P_max + D, e->n_threads, e->kv_type, e->f32_activations, &ss);
     if (st) return st;
     int32_t *win = fasa_malloc((size_t)P_max + D + 1, sizeof *win, "ppl window");
     if (!win) st = FASA_E_NOMEM;

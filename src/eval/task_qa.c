@@ -191,7 +191,7 @@ fasa_status eval_run_qa(const eval_env *e) {
     eval_session ss = {0};
     bool have_session = false;
     if (!st && tr.p.todo) {
-        st = eval_session_init(e->model, n_ctx, e->n_threads, e->kv_type, &ss);
+        st = eval_session_init(e->model, n_ctx, e->n_threads, e->kv_type, e->f32_activations, &ss);
         have_session = !st;
         if (!st) st = eval_check_grid(&ss, e->grid);
         if (!st) st = eval_session_set_prefix(&ss, p.doc, p.n_doc);
