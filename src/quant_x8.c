@@ -15,9 +15,10 @@
  * The kernels compute exactly sum_c W[r][c] x'[c] up to float rounding:
  * quant_dot_x8_ref, the float64 product of the reference decoder's weights
  * with x', is what the tests hold them to. What int8 activations cost
- * against f32 ones (a relative error near 1e-3 of a product, the numerics
- * llama.cpp uses on the CPU, where its groups are 256 wide) is measured in
- * tests/test_quant.c and docs/benchmarks.md.
+ * against f32 ones (each x moves by at most d / 2; a few 1e-3 of a
+ * product's largest output on random data; llama.cpp rounds the same way
+ * on the CPU, in groups of 256) is bounded in tests/test_quant.c and
+ * measured on a real model in docs/benchmarks.md.
  *
  * Formats with a kernel here: Q4_K and Q6_K (the weights of Q4_K_M files). */
 #include "quant_internal.h"
