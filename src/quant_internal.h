@@ -75,9 +75,6 @@ typedef float (*quant_dot_x8_fn)(const void *row, const quant_x8 *x, int64_t n);
 /* The integer kernel of a format; NULL where it has none. */
 quant_dot_x8_fn quant_dot_x8_of(uint32_t type);
 
-/* The same product in float64 from the reference decoder's weights. */
-float quant_dot_x8_ref(uint32_t type, const void *row, const quant_x8 *x, int64_t n);
-
 /* "avx512", "avx2" or "scalar": which kernels this build compiled. */
 const char *quant_simd_isa(void);
 

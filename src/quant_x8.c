@@ -13,11 +13,11 @@
  * AVX2's vpmaddubsw + vpmaddwd), scaled once per 16 or 32 elements.
  *
  * The kernels compute exactly sum_c W[r][c] x'[c] up to float rounding:
- * quant_dot_x8_ref, the float64 product of the reference decoder's weights
- * with x', is what the tests hold them to. What int8 activations cost
- * against f32 ones (each x moves by at most d / 2; a few 1e-3 of a
- * product's largest output on random data; llama.cpp rounds the same way
- * on the CPU, in groups of 256) is bounded in tests/test_quant.c and
+ * tests/test_quant.c holds them to the float64 product of weights decoded
+ * from the format description with x' rounded from its definition. What
+ * int8 activations cost against f32 ones (each x moves by at most d / 2; a
+ * few 1e-3 of a product's largest output on random data; llama.cpp rounds
+ * the same way on the CPU, in groups of 256) is bounded there too and
  * measured on a real model in docs/benchmarks.md.
  *
  * Formats with a kernel here: Q4_K and Q6_K (the weights of Q4_K_M files). */
@@ -96,19 +96,6 @@ void quant_x8_quantize(const float *x, int64_t n, const quant_x8 *o) {
         quantize_group(v, o->q + 32 * g, o->d + g, o->s16 + 2 * g, o->s32 + g);
 #endif
     }
-}
-
-float quant_dot_x8_ref(uint32_t type, const void *row, const quant_x8 *x, int64_t n) {
-    const quant_kernels *k = quant_kernels_of(type);
-    if (!k || n % 256) return NAN;
-    float w[256];
-    double sum = 0.0;
-    for (int64_t i = 0; i < n; i += 256) {
-        k->dequant_ref((const uint8_t *)row + (size_t)(i / k->traits.block_size) * k->traits.block_bytes, w, 256);
-        for (int j = 0; j < 256; j++)
-            sum += (double)w[j] * ((double)x->d[(i + j) / 32] * (double)x->q[i + j]);
-    }
-    return (float)sum;
 }
 
 #if X8_SIMD
