@@ -233,8 +233,9 @@ struct qmm_q4k {
         uint2 q;
         float4 x0, x1;
     };
-    static __device__ __forceinline__ void load(frag &f, const uint8_t *blk, const float *x, const qmm_x8 &, int64_t,
-                                                int lane) {
+    static __device__ __forceinline__ void load(frag &f, const uint8_t *blk, const qmm_args &a, const qmm_x8 &,
+                                                int64_t b, int lane) {
+        const float *x = a.x + 256 * b;
         const int s = lane >> 2, off = 8 * (lane & 3);
         f.h = *reinterpret_cast<const uint4 *>(blk);
         f.q = *reinterpret_cast<const uint2 *>(blk + 16 + 32 * (s >> 1) + off);
@@ -263,16 +264,12 @@ struct qmm_q6k {
         uint32_t dsc; /* d (16 bits) and the lane's scale byte */
         float4 x0, x1;
     };
-    static __device__ __forceinline__ void words3(const uint8_t *p, uint32_t *w, int &sh) {
-        const uint32_t *a = reinterpret_cast<const uint32_t *>((uintptr_t)p & ~(uintptr_t)3);
-        sh = (int)((uintptr_t)p & 3) * 8;
-        w[0] = a[0], w[1] = a[1], w[2] = a[2];
-    }
-    static __device__ __forceinline__ void load(frag &f, const uint8_t *blk, const float *x, const qmm_x8 &, int64_t,
-                                                int lane) {
+    static __device__ __forceinline__ void load(frag &f, const uint8_t *blk, const qmm_args &a, const qmm_x8 &,
+                                                int64_t b, int lane) {
+        const float *x = a.x + 256 * b;
         const int half = lane >> 4, g = (lane >> 2) & 3, off = 8 * (lane & 3);
-        words3(blk + 64 * half + 32 * (g & 1) + off, f.ql, f.sh_l);
-        words3(blk + 128 + 32 * half + off, f.qh, f.sh_h);
+        qmm_kq_q6k::words3(blk + 64 * half + 32 * (g & 1) + off, f.ql, f.sh_l);
+        qmm_kq_q6k::words3(blk + 128 + 32 * half + off, f.qh, f.sh_h);
         f.dsc = (uint32_t)blk[208] | (uint32_t)blk[209] << 8 | (uint32_t)blk[192 + lane / 2] << 16;
         const float4 *xp = reinterpret_cast<const float4 *>(x + 8 * lane);
         f.x0 = __ldg(xp), f.x1 = __ldg(xp + 1);
@@ -288,56 +285,10 @@ struct qmm_q6k {
     }
 };
 
-/* KSPLIT warps share a row (each takes every KSPLIT-th block; their sums
- * meet in shared memory), so that a matrix of few rows still has warps on
- * every multiprocessor; each warp has U blocks' loads in flight at once. */
-template <class KQ, int KSPLIT, int U>
-__global__ void __launch_bounds__(256) kq_matvec_kernel(const qmm_args a, const qmm_x8 x8) {
-    __shared__ float part[8];
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int64_t row = (int64_t)blockIdx.x * (8 / KSPLIT) + warp / KSPLIT;
-    const int64_t n_blocks = a.cols / 256;
-    float acc = 0.f;
-    if (row < a.rows) {
-        const uint8_t *w = a.w + row * a.row_bytes;
-        for (int64_t b0 = warp % KSPLIT; b0 < n_blocks; b0 += (int64_t)KSPLIT * U) {
-            typename KQ::frag f[U];
-#pragma unroll
-            for (int u = 0; u < U; ++u) {
-                const int64_t b = b0 + (int64_t)u * KSPLIT;
-                if (b < n_blocks) KQ::load(f[u], w + b * KQ::bytes, a.x + 256 * b, x8, b, lane);
-            }
-#pragma unroll
-            for (int u = 0; u < U; ++u)
-                if (b0 + (int64_t)u * KSPLIT < n_blocks) acc += KQ::dot(f[u], lane);
-        }
-    }
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
-    if (KSPLIT > 1) {
-        if (lane == 0) part[warp] = acc;
-        __syncthreads();
-        if (warp % KSPLIT || lane) return;
-        for (int k = 1; k < KSPLIT; ++k) acc += part[warp + k];
-    }
-    if (lane == 0 && row < a.rows) a.y[row] = acc + (a.bias ? a.bias[row] : 0.f);
-}
-
-/* Blocks in flight per warp. */
-#define V4_UNROLL 4
-
-
-template <class KQ> static void v4_launch(const qmm_args &a, const qmm_x8 &x8, cudaStream_t st, int ksplit) {
-    const unsigned grid = (unsigned)((a.rows * ksplit + 7) / 8);
-    if (ksplit == 4) kq_matvec_kernel<KQ, 4, V4_UNROLL><<<grid, 256, 0, st>>>(a, x8);
-    else if (ksplit == 2) kq_matvec_kernel<KQ, 2, V4_UNROLL><<<grid, 256, 0, st>>>(a, x8);
-    else kq_matvec_kernel<KQ, 1, V4_UNROLL><<<grid, 256, 0, st>>>(a, x8);
-}
-
 static void launch_v4(uint32_t type, const qmm_args &a, int ksplit) {
     if (!ksplit) ksplit = qmm_kq_split(a.rows);
-    if (type == FASA_TYPE_Q4_K) v4_launch<qmm_q4k>(a, qmm_x8{}, 0, ksplit);
-    else v4_launch<qmm_q6k>(a, qmm_x8{}, 0, ksplit);
+    if (type == FASA_TYPE_Q4_K) qmm_kq_launch<qmm_q4k>(a, qmm_x8{}, 0, ksplit);
+    else qmm_kq_launch<qmm_q6k>(a, qmm_x8{}, 0, ksplit);
 }
 
 /* Version 5, the product (qmm_launch_x8): version 4 with the activations

@@ -219,7 +219,8 @@ struct qmm_kq_q4k {
         uint2 q, x;
         float dx;
     };
-    static __device__ __forceinline__ void load(frag &f, const uint8_t *blk, const qmm_x8 &x8, int64_t b, int lane) {
+    static __device__ __forceinline__ void load(frag &f, const uint8_t *blk, const qmm_args &, const qmm_x8 &x8,
+                                                int64_t b, int lane) {
         const int s = lane >> 2, off = 8 * (lane & 3);
         f.h = *reinterpret_cast<const uint4 *>(blk);
         f.q = *reinterpret_cast<const uint2 *>(blk + 16 + 32 * (s >> 1) + off);
@@ -254,7 +255,8 @@ struct qmm_kq_q6k {
         sh = (int)((uintptr_t)p & 3) * 8;
         w[0] = a[0], w[1] = a[1], w[2] = a[2];
     }
-    static __device__ __forceinline__ void load(frag &f, const uint8_t *blk, const qmm_x8 &x8, int64_t b, int lane) {
+    static __device__ __forceinline__ void load(frag &f, const uint8_t *blk, const qmm_args &, const qmm_x8 &x8,
+                                                int64_t b, int lane) {
         const int half = lane >> 4, g = (lane >> 2) & 3, off = 8 * (lane & 3);
         words3(blk + 64 * half + 32 * (g & 1) + off, f.ql, f.sh_l);
         words3(blk + 128 + 32 * half + off, f.qh, f.sh_h);
@@ -280,7 +282,8 @@ struct qmm_kq_q6k {
 #endif
 
 /* KSPLIT warps share a row (each takes every KSPLIT-th block; their sums
- * meet in shared memory); 8 warps per CTA. */
+ * meet in shared memory); 8 warps per CTA. KQ decodes one block per warp
+ * step (the workbench's float-activation decoders fit here too). */
 template <class KQ, int KSPLIT, int U>
 __global__ void __launch_bounds__(256) qmm_kq_kernel(const qmm_args a, const qmm_x8 x8) {
     __shared__ float part[8];
@@ -295,7 +298,7 @@ __global__ void __launch_bounds__(256) qmm_kq_kernel(const qmm_args a, const qmm
 #pragma unroll
             for (int u = 0; u < U; ++u) {
                 const int64_t b = b0 + (int64_t)u * KSPLIT;
-                if (b < n_blocks) KQ::load(f[u], w + b * KQ::bytes, x8, b, lane);
+                if (b < n_blocks) KQ::load(f[u], w + b * KQ::bytes, a, x8, b, lane);
             }
 #pragma unroll
             for (int u = 0; u < U; ++u)
@@ -360,7 +363,7 @@ __global__ void __launch_bounds__(WARPS * 32) qmm_kq_staged_kernel(const qmm_arg
 #pragma unroll 2
         for (int i = 0; i < nb; ++i) {
             typename KQ::frag f;
-            KQ::load(f, buf + i * KQ::bytes, x8, b0 + i, lane);
+            KQ::load(f, buf + i * KQ::bytes, a, x8, b0 + i, lane);
             acc += KQ::dot(f, lane);
         }
         __syncwarp(); /* the buffer is refilled two pieces on */
