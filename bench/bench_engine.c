@@ -16,7 +16,7 @@
 
 #include "bench_util.h"
 #include "context.h"
-#include "eval/score.h"
+#include "attn/bytes.h"
 #include "fasa.h"
 
 typedef struct opts {
@@ -96,7 +96,7 @@ static int run_depth(fasa_model *m, const opts *o, const fasa_model_info *in, co
     }
     const double sec = bench_median(t, o->reps);
     const int32_t mid = T + 3 + o->reps / 2;
-    const double bytes = (double)in->weight_bytes + eval_kv_bytes_per_token(in, ap->method ? ap : NULL, mid, 2);
+    const double bytes = (double)in->weight_bytes + attn_step_bytes(in, ap->method ? ap : NULL, mid, 2);
     printf("| %d | %s | %.1f | %.3f | %.0f | %.1f | %.0f | %.0f%% |\n", T, ap->method ? ap->method : "full", 1.0 / sec,
            sec * 1e3, fasa_context_device_bytes(c) / 1e6, bytes / 1e6, bytes / sec / 1e9,
            o->bw > 0 ? 100.0 * bytes / sec / o->bw : 0.0);

@@ -22,6 +22,7 @@
 #include "eval/needle.h"
 #include "eval/report.h"
 #include "eval/results.h"
+#include "attn/bytes.h"
 #include "eval/score.h"
 #include "eval/task.h"
 
@@ -176,17 +177,17 @@ static void test_kv_bytes(void **state) {
     (void)state;
     fasa_model_info in = {.n_layers = 30, .n_heads = 9, .n_kv_heads = 3, .head_dim = 64};
     const double full = 2.0 * 30 * 3 * 6000 * 64 * 4;
-    assert_near(eval_kv_bytes_per_token(&in, NULL, 6000, 4), full, 0.5);
+    assert_near(attn_step_bytes(&in, NULL, 6000, 4), full, 0.5);
     fasa_attn_params p = {.method = "fasa", .budget = 256, .n_tip = 8};
     /* Layer 0 dense; 29 layers x 3 KV heads read 16 f32 label coordinates of every
      * token and 256 rows of K and V. */
     const double sparse = 29.0 * 3 * (6000.0 * 16 * 4 + 256.0 * 2 * 64 * 4);
-    assert_near(eval_kv_bytes_per_token(&in, &p, 6000, 4), full / 30 + sparse, 0.5);
+    assert_near(attn_step_bytes(&in, &p, 6000, 4), full / 30 + sparse, 0.5);
     p = (fasa_attn_params){.method = "stream", .budget = 256};
-    assert_near(eval_kv_bytes_per_token(&in, &p, 6000, 2), 30.0 * 3 * 256 * 2 * 64 * 2, 0.5);
+    assert_near(attn_step_bytes(&in, &p, 6000, 2), 30.0 * 3 * 256 * 2 * 64 * 2, 0.5);
     /* A budget covering the cache is dense. */
     p.budget = 8000;
-    assert_near(eval_kv_bytes_per_token(&in, &p, 6000, 4), full, 0.5);
+    assert_near(attn_step_bytes(&in, &p, 6000, 4), full, 0.5);
 }
 
 /* ---- results file -------------------------------------------------------------- */
@@ -611,6 +612,15 @@ static void test_report_golden(void **state) {
         "| stream | 40.0 |",
         "| fasa-8 | **50.0** | **62.5** |",
         "| random | 6.2 | 12.5 |",
+        /* quality against bytes, sorted by bytes; stream at 256 reads more than
+         * stream at 64 and scores worse, fasa-8 at 64 is beaten by stream at 64 */
+        "| method | budget | MB per step | ppl ratio to full | frontier |\n|---|---:|---:|---:|:-:|\n"
+        "| stream | 64 | 2.00 | 1.1026 | yes |\n"
+        "| stream | 256 | 5.00 | 1.2157 |  |\n"
+        "| fasa-8 | 64 | 15.00 | 1.3404 |  |\n"
+        "| fasa-8 | 256 | 20.00 | 1.0217 | yes |\n"
+        "| oracle | 256 | 60.00 | 1.0020 |  |\n"
+        "| full | all 4096 | 100.00 | 1.0000 | yes |\n",
     };
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
         if (!strstr(buf, want[i])) fail_msg("report lacks \"%s\":\n%s", want[i], buf);

@@ -16,7 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "attn/fasa.h"
+#include "attn/tip.h"
 #include "attn/policy.h"
 #include "error.h"
 #include "labels.h"
@@ -73,7 +73,7 @@ static fasa_status fasa_init(attn_policy *p) {
     return FASA_OK;
 }
 
-/* The CPU's label cache, in blocks of tokens (attn/fasa.h). */
+/* The CPU's label cache, in blocks of tokens (attn/tip.h). */
 static fasa_status fasa_bind_cpu(attn_policy *p) {
     fasa_state *st = p->state;
     const size_t n_lh = (size_t)p->shape.n_layers * p->shape.n_kv_heads;

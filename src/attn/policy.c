@@ -52,13 +52,17 @@ fasa_status attn_parse_layers(const char *spec, int32_t n_layers, bool *out) {
     return FASA_OK;
 }
 
+const attn_policy_ops *attn_policy_find(const char *name) {
+    for (int i = 0; i < N_POLICIES; i++)
+        if (!strcmp(registry[i]->name, name)) return registry[i];
+    return NULL;
+}
+
 fasa_status attn_policy_create(const fasa_attn_params *params, const attn_shape *shape, int32_t n_cached,
                                attn_policy **out) {
     *out = NULL;
     const char *name = params->method ? params->method : "full";
-    const attn_policy_ops *ops = NULL;
-    for (int i = 0; i < N_POLICIES; i++)
-        if (!strcmp(registry[i]->name, name)) ops = registry[i];
+    const attn_policy_ops *ops = attn_policy_find(name);
     if (!ops) return unknown_method(name);
     return attn_policy_create_ops(ops, params, shape, n_cached, out);
 }

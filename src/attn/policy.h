@@ -96,7 +96,9 @@ struct attn_policy {
  * or fails with a message listing the known methods. */
 fasa_status attn_policy_create(const fasa_attn_params *params, const attn_shape *shape,
                                int32_t n_cached, attn_policy **out);
-/* Same, for a policy that is not in the registry (calibration, CA probes). */
+/* The registry's policy of that name, or NULL. */
+const attn_policy_ops *attn_policy_find(const char *name);
+/* Same as attn_policy_create, for a policy that is not in the registry (calibration, CA probes). */
 fasa_status attn_policy_create_ops(const attn_policy_ops *ops, const fasa_attn_params *params,
                                    const attn_shape *shape, int32_t n_cached, attn_policy **out);
 void attn_policy_free(attn_policy *p);

@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "attn/dense.h"
-#include "attn/fasa.h"
+#include "attn/tip.h"
 #include "attn/policy.h"
 #include "error.h"
 #include "calib/calib.h"

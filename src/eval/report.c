@@ -13,6 +13,7 @@ typedef struct rec {
     const char *task, *label, *method, *kind, *model, *options;
     int32_t budget, n_tip, ctx, sample, decode;
     double score, nll, depth, kl, repetition, mass;
+    double bytes; /* KV and label bytes a decode step reads (kv_bytes_per_token) */
 } rec;
 
 typedef struct recs {
@@ -55,6 +56,7 @@ static fasa_status load(const cJSON *arr, recs *out) {
         r->kl = num_of(o, "kl", NAN);
         r->repetition = num_of(o, "repetition", NAN);
         r->mass = num_of(o, "mass", NAN);
+        r->bytes = num_of(o, "kv_bytes_per_token", NAN);
         out->n++;
     }
     return FASA_OK;
@@ -370,6 +372,90 @@ static void report_ca(FILE *out, const recs *R) {
     }
 }
 
+/* Quality against bytes: every measured (row, budget) of one table as a
+ * point, sorted by the KV and label bytes a decode step reads, so that the
+ * best method at equal bytes can be read off. A point is on the frontier
+ * when no other non-oracle point reads at most as many bytes and scores
+ * better; oracle reads all of K and is shown for reference only. */
+typedef struct point {
+    const rec *row;
+    int32_t budget;
+    double bytes, quality;
+} point;
+
+static int cmp_point(const void *a, const void *b) {
+    const point *x = a, *y = b;
+    return (x->bytes > y->bytes) - (x->bytes < y->bytes);
+}
+
+static double mean_bytes(const recs *R, const sel *s, const char *label, int32_t budget, int32_t *count) {
+    return mean_field(R, s, label, budget, count, offsetof(rec, bytes));
+}
+
+static void print_bytes_table(FILE *out, const recs *R, const sel *s, cell_fn quality, const table_style *st,
+                              const char *column) {
+    axes a;
+    find_axes(R, s, &a);
+    point pts[64 * 33];
+    int32_t n = 0;
+    for (int32_t i = 0; i < a.n_rows; i++) {
+        const bool full = !strcmp(a.rows[i]->method, "full");
+        for (int32_t b = 0; b < (full ? 1 : a.n_budgets); b++) {
+            const int32_t budget = full ? 0 : a.budgets[b];
+            int32_t cnt;
+            const double q = quality(R, s, a.rows[i]->label, budget, &cnt),
+                         by = mean_bytes(R, s, a.rows[i]->label, budget, &cnt);
+            if (!isnan(q) && !isnan(by)) pts[n++] = (point){a.rows[i], budget, by, q};
+        }
+    }
+    if (!n) return;
+    qsort(pts, (size_t)n, sizeof *pts, cmp_point);
+    fprintf(out, "%s\n\n| method | budget | MB per step | %s | frontier |\n|---|---:|---:|---:|:-:|\n", st->what,
+            column);
+    for (int32_t i = 0; i < n; i++) {
+        bool dominated = false;
+        for (int32_t j = 0; j < n && !dominated; j++)
+            dominated = j != i && !is_baseline_row(pts[j].row) && pts[j].bytes <= pts[i].bytes &&
+                        (st->better > 0 ? pts[j].quality > pts[i].quality : pts[j].quality < pts[i].quality);
+        char num[32];
+        snprintf(num, sizeof num, st->fmt, pts[i].quality * st->scale);
+        fprintf(out, "| %s | %s%d | %.2f | %s | %s |\n", pts[i].row->label, pts[i].budget ? "" : "all ",
+                pts[i].budget ? pts[i].budget : pts[i].row->ctx, pts[i].bytes / 1e6, num,
+                strcmp(pts[i].row->method, "oracle") && !dominated ? "yes" : "");
+    }
+    fprintf(out, "\n");
+}
+
+static void report_bytes(FILE *out, const recs *R) {
+    bool any = false;
+    for (int32_t i = 0; i < R->n && !any; i++) any = !isnan(R->r[i].bytes);
+    if (!any) return;
+    fprintf(out, "## Quality against bytes read per decode step\n\n"
+                 "KV rows, labels and page summaries each method reads per decoded token (all layers, at the\n"
+                 "middle of the scored stretch), beside its quality. Frontier: no other method (oracle aside)\n"
+                 "reads at most as many bytes and scores better.\n\n");
+    const char *tasks[] = {"ppl", "needle", "ca"};
+    for (int32_t t = 0; t < 3; t++) {
+        int32_t ctxs[32], n_ctx;
+        distinct_ctx(R, tasks[t], ctxs, &n_ctx);
+        for (int32_t i = 0; i < n_ctx; i++) {
+            sel s = {tasks[t], ctxs[i], NULL, -1};
+            char cap[160];
+            if (t == 0) {
+                snprintf(cap, sizeof cap, "### ppl, P = %d", ctxs[i]);
+                print_bytes_table(out, R, &s, ppl_ratio, &(table_style){cap, "%.4f", 1.0, -1}, "ppl ratio to full");
+            } else if (t == 1) {
+                snprintf(cap, sizeof cap, "### needle, prompts of %d tokens (every kind)", ctxs[i]);
+                print_bytes_table(out, R, &s, mean_score, &(table_style){cap, "%.0f", 100.0, +1}, "accuracy (%)");
+            } else {
+                snprintf(cap, sizeof cap, "### ca, context %d", ctxs[i]);
+                print_bytes_table(out, R, &s, mean_mass, &(table_style){cap, "%.1f", 100.0, +1},
+                                  "mass recall (%)");
+            }
+        }
+    }
+}
+
 fasa_status eval_report_write(const cJSON *results, FILE *out) {
     recs R;
     fasa_status st = load(results, &R);
@@ -380,6 +466,7 @@ fasa_status eval_report_write(const cJSON *results, FILE *out) {
     report_needle(out, &R);
     report_gen(out, &R);
     report_ca(out, &R);
+    report_bytes(out, &R);
     free(R.r);
     return FASA_OK;
 }

@@ -1,5 +1,5 @@
 /* Scoring functions shared by the tasks: next-token statistics, answer
- * matching, repetition, and the KV bytes a decode step reads. */
+ * matching and repetition. */
 #ifndef FASA_EVAL_SCORE_H
 #define FASA_EVAL_SCORE_H
 
@@ -27,11 +27,5 @@ double eval_repetition(const int32_t *tok, int32_t n_tok, int32_t ngram);
 bool eval_contains_value(const char *text, const char *value);
 /* Fraction of the values that text contains. */
 double eval_score_values(const char *text, const char (*values)[40], int32_t n_values);
-
-/* KV-cache bytes one decode step reads at `ctx` cached tokens under policy p
- * (full when p is NULL or dense), counting K and V rows, FASA's labels,
- * Quest's page bounds and SparQ's key columns; the formulas are in
- * docs/eval.md. elem = bytes per K/V element. */
-double eval_kv_bytes_per_token(const fasa_model_info *info, const fasa_attn_params *p, int32_t ctx, int32_t elem);
 
 #endif

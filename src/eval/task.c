@@ -5,6 +5,7 @@
 #include <time.h>
 
 #include "error.h"
+#include "attn/bytes.h"
 #include "eval/session.h"
 #include "eval/task.h"
 
@@ -62,6 +63,12 @@ fasa_status eval_check_grid(eval_session *s, const eval_grid *g) {
         }
     }
     return FASA_OK;
+}
+
+double eval_step_bytes(const eval_env *e, const fasa_attn_params *p, int32_t ctx) {
+    fasa_model_info info;
+    fasa_model_get_info(e->model, &info);
+    return attn_step_bytes(&info, p, ctx, e->kv_type == FASA_KV_F16 ? 2 : 4);
 }
 
 int32_t eval_max_int(const int32_t *v, int32_t n) {

@@ -86,6 +86,10 @@ const char *eval_model_name(const fasa_model *m, char *buf, int32_t cap);
 /* Checks every configuration on an empty context of the session. */
 struct eval_session;
 fasa_status eval_check_grid(struct eval_session *s, const eval_grid *g);
+/* KV (and label) bytes one decode step reads at ctx cached tokens under p,
+ * for the result lines (attn_step_bytes with the env's model and KV
+ * element size). */
+double eval_step_bytes(const eval_env *e, const fasa_attn_params *p, int32_t ctx);
 /* The greatest of a list. */
 int32_t eval_max_int(const int32_t *v, int32_t n);
 

@@ -71,7 +71,8 @@ static fasa_status write_cell(const eval_env *e, const eval_config *cfg, const c
         !cJSON_AddNumberToObject(o, "mass", mass) ||
         !cJSON_AddNumberToObject(o, "decode", e->decode) ||
         !cJSON_AddStringToObject(o, "doc", eval_corpus_doc_name(e->corpus, s)) ||
-        !cJSON_AddNumberToObject(o, "seconds", secs)) {
+        !cJSON_AddNumberToObject(o, "seconds", secs) ||
+        !cJSON_AddNumberToObject(o, "kv_bytes_per_token", eval_step_bytes(e, &cfg->p, ctx))) {
         cJSON_Delete(o);
         return fasa_error(FASA_E_NOMEM, "out of memory formatting a result");
     }

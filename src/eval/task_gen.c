@@ -118,7 +118,9 @@ static fasa_status write_cell(const eval_env *e, const eval_config *cfg, const c
         !cJSON_AddNumberToObject(o, "repetition", g->repetition) ||
         !cJSON_AddNumberToObject(o, "first_diff", g->first_diff) || !cJSON_AddNumberToObject(o, "n_gen", e->decode) ||
         !cJSON_AddStringToObject(o, "prompt", e->chat ? "chat" : eval_corpus_doc_name(e->corpus, s)) ||
-        !cJSON_AddNumberToObject(o, "seconds", secs)) {
+        !cJSON_AddNumberToObject(o, "seconds", secs) ||
+        /* at the middle of the generation */
+        !cJSON_AddNumberToObject(o, "kv_bytes_per_token", eval_step_bytes(e, &cfg->p, ctx + e->decode / 2))) {
         cJSON_Delete(o);
         return fasa_error(FASA_E_NOMEM, "out of memory formatting a result");
     }

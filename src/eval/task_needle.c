@@ -91,8 +91,6 @@ static fasa_status write_cell(const eval_env *e, const eval_config *cfg, const c
     char v[96];
     variant(e, nc, v, sizeof v);
     const eval_cell cell = {"needle", cfg, model, nc->length, nc->sample, e->seed, v};
-    fasa_model_info info;
-    fasa_model_get_info(e->model, &info);
     const int32_t n_at_answer = c->n_tokens + c->n_question;
     cJSON *o = eval_cell_json(&cell), *vals = cJSON_CreateArray();
     bool ok = o && vals;
@@ -105,7 +103,7 @@ static fasa_status write_cell(const eval_env *e, const eval_config *cfg, const c
         !cJSON_AddStringToObject(o, "answer", a->text) || !cJSON_AddNumberToObject(o, "seconds", a->seconds) ||
         !cJSON_AddNumberToObject(o, "decode_ms", 1e3 * a->seconds / (a->steps ? a->steps : 1)) ||
         !cJSON_AddNumberToObject(o, "kv_bytes_per_token",
-                                 eval_kv_bytes_per_token(&info, &cfg->p, n_at_answer, e->kv_type == FASA_KV_F16 ? 2 : 4))) {
+                                 eval_step_bytes(e, &cfg->p, n_at_answer))) {
         cJSON_Delete(o);
         cJSON_Delete(vals);
         return fasa_error(FASA_E_NOMEM, "out of memory formatting a result");

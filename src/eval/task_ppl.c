@@ -30,6 +30,8 @@ static fasa_status write_cell(const eval_env *e, const eval_config *cfg, const c
         !cJSON_AddNumberToObject(o, "nll", nll) || !cJSON_AddNumberToObject(o, "decode", e->decode) ||
         !cJSON_AddStringToObject(o, "doc", eval_corpus_doc_name(e->corpus, s)) ||
         !cJSON_AddNumberToObject(o, "seconds", secs) ||
+        /* at the middle of the decoded stretch */
+        !cJSON_AddNumberToObject(o, "kv_bytes_per_token", eval_step_bytes(e, &cfg->p, P + e->decode / 2)) ||
         !cJSON_AddNumberToObject(o, "decode_tok_s", e->decode / (decode_secs > 0 ? decode_secs : 1e-9))) {
         cJSON_Delete(o);
         return fasa_error(FASA_E_NOMEM, "out of memory formatting a result");

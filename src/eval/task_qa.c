@@ -127,8 +127,6 @@ static fasa_status write_cell(const eval_env *e, const eval_config *cfg, const c
     char v[160];
     snprintf(v, sizeof v, "doc=%s;q=%08x;chat=%d", base_name(e->qa_doc), text_hash(e->qa_question), e->chat);
     const eval_cell cell = {"qa", cfg, model, p->n_doc, 0, e->seed, v};
-    fasa_model_info info;
-    fasa_model_get_info(e->model, &info);
     const int32_t n_at_answer = p->n_doc + p->n_question;
     cJSON *o = eval_cell_json(&cell), *exp = cJSON_CreateArray();
     bool ok = o && exp;
@@ -140,7 +138,7 @@ static fasa_status write_cell(const eval_env *e, const eval_config *cfg, const c
         !cJSON_AddNumberToObject(o, "seconds", a->seconds) ||
         !cJSON_AddNumberToObject(o, "decode_ms", 1e3 * a->seconds / (a->steps ? a->steps : 1)) ||
         !cJSON_AddNumberToObject(o, "kv_bytes_per_token",
-                                 eval_kv_bytes_per_token(&info, &cfg->p, n_at_answer, e->kv_type == FASA_KV_F16 ? 2 : 4))) {
+                                 eval_step_bytes(e, &cfg->p, n_at_answer))) {
         cJSON_Delete(o);
         cJSON_Delete(exp);
         return fasa_error(FASA_E_NOMEM, "out of memory formatting a result");

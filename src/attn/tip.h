@@ -1,6 +1,7 @@
-/* Pieces of the FASA policy shared with the caller-buffer API (fasa_attention_step). */
-#ifndef FASA_ATTN_FASA_H
-#define FASA_ATTN_FASA_H
+/* Token Importance Prediction: the label block layout and the scoring shared by
+ * the FASA policy and the caller-buffer API (fasa_attention_step). */
+#ifndef FASA_ATTN_TIP_H
+#define FASA_ATTN_TIP_H
 
 #include <stdint.h>
 
