@@ -196,6 +196,15 @@ double fasa_calib_ca(const fasa_calib *c, int32_t layer, int32_t head, int32_t f
 /* The head's frequency chunks ranked by mean CA, best first (head_dim / 2 entries). */
 const int32_t *fasa_calib_ranking(const fasa_calib *c, int32_t layer, int32_t head);
 
+/* How fasa chooses each KV head's frequency chunks from a calibration. */
+typedef enum fasa_fc_choice {
+    FASA_FC_KV_HEAD = 1, /* the group's n_tip best by mean CA (the greedy order first, when the
+                            calibration has one): one label shared by the group */
+    FASA_FC_UNION = 2,   /* the union of each query head's own n_tip: a larger label */
+    FASA_FC_ALLOC = 3,   /* n_tip per KV head on average, shared out by how much each group's
+                            greedy recall gains from one more chunk (calibrate --greedy) */
+} fasa_fc_choice;
+
 /* Which cached tokens each decode step attends to. Prefill is always dense.
  * Zero-initialised fields take the method's default (given in brackets). */
 typedef struct fasa_attn_params {
@@ -206,8 +215,7 @@ typedef struct fasa_attn_params {
     /* fasa */
     const fasa_calib *calib;  /* required for fasa */
     int32_t n_tip;        /* dominant frequency chunks per head [head_dim / 8] */
-    int32_t fc_union;     /* 0 method default, 1 FCs per KV head from the group's mean ranking,
-                             2 union of each query head's own top FCs */
+    int32_t fc_union;     /* fasa_fc_choice: 0 method default [FASA_FC_KV_HEAD] */
     /* stream and h2o */
     int32_t n_sink;       /* stream: attention-sink tokens kept [8]; fasa: first tokens always
                              taken, not in the paper [0] */

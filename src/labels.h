@@ -22,11 +22,14 @@ typedef struct label_set {
     bool shared;      /* every query head scores with its whole group's label (FCs chosen per KV head) */
 } label_set;
 
-/* FASA's labels: fc_union 1 takes each KV group's top n_tip chunks of the
- * calibration (one label shared by the group), 2 the union of each query
- * head's own top n_tip (a larger label; each head masks to its own). */
+/* FASA's labels: FASA_FC_KV_HEAD takes each KV group's top n_tip chunks of
+ * the calibration (one label shared by the group), FASA_FC_UNION the union of
+ * each query head's own top n_tip (a larger label; each head masks to its
+ * own), FASA_FC_ALLOC each group's own number of chunks, n_tip on average
+ * over the layers dense_layer (may be NULL) does not mark, from the
+ * calibration's greedy recall curves. */
 fasa_status label_set_from_calib(const fasa_calib *cal, const attn_shape *s, int32_t n_tip, int32_t fc_union,
-                                 label_set **out);
+                                 const bool *dense_layer, label_set **out);
 void label_set_free(label_set *l);
 
 static inline const int32_t *label_coords(const label_set *l, int32_t layer, int32_t kv_head) {

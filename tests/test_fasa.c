@@ -26,6 +26,7 @@
 #include "fasa.h"
 #include "measure/ca.h"
 #include "calib/calib.h"
+#include "labels.h"
 
 static fasa_model *model;
 static int32_t *text_ids;
@@ -351,6 +352,85 @@ static void test_fasa_all_fcs_equals_oracle(void **state) {
     kv_free(&kv);
 }
 
+/* --fc-choice alloc: the chunks of the sparse layers' KV groups, n_tip per
+ * group on average, go one at a time to the group whose greedy recall the
+ * next chunk raises most; the policy then scores each group with exactly
+ * its own chunks. */
+static void test_fasa_alloc(void **state) {
+    enum { NL = 3, NH = 4, NKV = 2, D = 32, F = D / 2, N = 300, BUDGET = 30, TIP = 4, CAP = 8 };
+    const attn_shape shape = {NL, NH, NKV, D, N, FASA_ROPE_INTERLEAVED};
+    fasa_calib *cal = random_calib(NL, NH, NKV, D);
+    assert_int_equal(calib_alloc_greedy(cal, CAP), FASA_OK);
+    /* recall gained per chunk: layer 0 is dense (its groups gain most and
+     * must get nothing), then 0.001, 0.1, 0.05, 0.02 */
+    static const double gain[NL][NKV] = {{0.2, 0.2}, {0.001, 0.1}, {0.05, 0.02}};
+    for (int l = 0; l < NL; l++)
+        for (int h = 0; h < NKV; h++)
+            for (int r = 0; r < CAP; r++) {
+                cal->greedy[calib_group_at(cal, l, h) + r] = (3 * r + l + h) % F; /* distinct: 3 and 16 coprime */
+                cal->greedy_mass[calib_group_at(cal, l, h) + r] = 0.05 + gain[l][h] * r;
+            }
+    /* 4 groups x 4 chunks: each starts with one; (1,1) fills to the cap of 8,
+     * (2,0) takes the remaining 5; (1,0) and (2,1) keep one. */
+    static const int want[NL][NKV] = {{TIP, TIP}, {1, CAP}, {6, 1}};
+    bool dense[NL] = {true, false, false};
+    label_set *lab;
+    assert_int_equal(label_set_from_calib(cal, &shape, TIP, FASA_FC_ALLOC, dense, &lab), FASA_OK);
+    for (int l = 0; l < NL; l++)
+        for (int h = 0; h < NKV; h++) {
+            assert_int_equal(label_count(lab, l, h), 2 * want[l][h]);
+            unsigned char fc[F] = {0};
+            for (int r = 0; r < want[l][h]; r++) fc[cal->greedy[calib_group_at(cal, l, h) + r]] = 1;
+            for (int c = 0; c < label_count(lab, l, h); c++) assert_true(fc[label_coords(lab, l, h)[c] / 2]);
+        }
+    assert_int_equal(lab->lab_max, 2 * CAP);
+    label_set_free(lab);
+    /* the calibration must have more greedy chunks than the average asked */
+    assert_int_equal(label_set_from_calib(cal, &shape, CAP, FASA_FC_ALLOC, dense, &lab), FASA_E_ARG);
+    assert_non_null(strstr(fasa_last_error(), "--greedy 16"));
+
+    /* The policy's choice against a direct computation over the group's own
+     * coordinates: exercises labels stored at each group's own length. */
+    fasa_kv kv;
+    synthetic_cache(&kv, NL, NKV, D, N);
+    attn_policy *f;
+    const fasa_attn_params fp = {.method = "fasa", .budget = BUDGET, .calib = cal, .n_tip = TIP,
+                                 .fc_union = FASA_FC_ALLOC};
+    assert_int_equal(attn_policy_create(&fp, &shape, 0, &f), FASA_OK);
+    assert_int_equal(attn_policy_bind_cpu(f), FASA_OK);
+    for (int l = 0; l < NL; l++)
+        for (int t = 0; t < N; t++) f->ops->append(f, &kv, l, t);
+    float *sc = malloc(sizeof(float) * f->scratch_floats), q[NH * D], ref[N], row[D], work[N];
+    int32_t got[N], exp_idx[N];
+    for (int rep = 0; rep < 12; rep++) {
+        for (int i = 0; i < NH * D; i++) q[i] = 3 * frand();
+        const int l = 1 + rep % 2, h = (rep / 2) % NKV, n_keys = 120 + 15 * rep, G = NH / NKV;
+        const attn_query aq = {&kv, l, h, q + h * G * D, G, h * G, n_keys};
+        const int32_t m = f->ops->select(f, &aq, got, sc);
+        const int32_t *coord = label_coords(f->labels, l, h);
+        for (int j = 0; j < n_keys; j++) {
+            kv_load_row(&kv, kv_k_row(&kv, l, h, j), row);
+            double a = 0.0;
+            for (int g = 0; g < G; g++)
+                for (int c = 0; c < label_count(f->labels, l, h); c++) a += (double)aq.q[g * D + coord[c]] * row[coord[c]];
+            ref[j] = (float)a;
+        }
+        const int32_t me = attn_topk(ref, n_keys, BUDGET, exp_idx, work);
+        assert_int_equal(m, me);
+        int same = 0;
+        for (int a = 0, b = 0; a < m && b < me;) {
+            if (got[a] == exp_idx[b]) same++, a++, b++;
+            else if (got[a] < exp_idx[b]) a++;
+            else b++;
+        }
+        if (same < BUDGET - 1) fail_msg("rep %d: alloc selection shares %d of %d tokens with the reference", rep, same, BUDGET);
+    }
+    free(sc);
+    attn_policy_free(f);
+    kv_free(&kv);
+    fasa_calib_free(cal);
+}
+
 /* fasa --sinks N: the first N tokens always, then the top budget - N of the
  * others (with every FC, by the full logit summed over the group). */
 static void test_fasa_sinks(void **state) {
@@ -613,6 +693,7 @@ int main(void) {
         cmocka_unit_test(test_topk),
         cmocka_unit_test(test_fasa_all_fcs_equals_oracle),
         cmocka_unit_test(test_fasa_sinks),
+        cmocka_unit_test(test_fasa_alloc),
         cmocka_unit_test(test_budget_covering_context_equals_full),
         cmocka_unit_test(test_sparse_policy_late_install),
         cmocka_unit_test(test_ca_probe_mass_recall),

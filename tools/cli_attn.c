@@ -39,9 +39,10 @@ bool cli_attn_option(const char *cmd, int code, const char *val, cli_attn *a) {
         else return cli_fail(cmd, "--select expects head or group, got '%s'", val), false;
         return true;
     case 6:
-        if (!strcmp(val, "kv-head")) p->fc_union = 1;
-        else if (!strcmp(val, "union")) p->fc_union = 2;
-        else return cli_fail(cmd, "--fc-choice expects kv-head or union, got '%s'", val), false;
+        if (!strcmp(val, "kv-head")) p->fc_union = FASA_FC_KV_HEAD;
+        else if (!strcmp(val, "union")) p->fc_union = FASA_FC_UNION;
+        else if (!strcmp(val, "alloc")) p->fc_union = FASA_FC_ALLOC;
+        else return cli_fail(cmd, "--fc-choice expects kv-head, union or alloc, got '%s'", val), false;
         return true;
     case 7: ok = cli_int(cmd, "--sinks", val, 0, INT32_MAX, &v), p->n_sink = (int32_t)v; break;
     case 8: ok = cli_int(cmd, "--recent", val, 0, INT32_MAX, &v), p->n_recent = (int32_t)v; break;
@@ -71,7 +72,9 @@ void cli_attn_help(void) {
            "      --fc N           fasa: dominant frequency chunks per head (default head_dim/8)\n"
            "      --dense-layers L comma list of layers kept dense (fasa default: 0)\n"
            "      --select S       head: choose tokens per query head; group: one set per KV group\n"
-           "      --fc-choice C    fasa: kv-head (group's mean ranking, default) or union\n"
+           "      --fc-choice C    fasa: kv-head (group's mean ranking, default), union, or alloc (--fc\n"
+           "                       chunks per KV head on average, shared out by the greedy recall\n"
+           "                       of a calibration made with --greedy G > --fc)\n"
            "      --sinks N        stream: sink tokens (default 8); fasa: first N tokens always taken\n"
            "                       (default 0, as in the paper)\n"
            "      --recent N       h2o: recent tokens (default budget/2)\n"

@@ -39,7 +39,8 @@ static double sparse_head_bytes(const fasa_model_info *in, const fasa_attn_param
     const double gather = rows * 2.0 * d * e;
     if (!strcmp(p->method, "fasa")) {
         const double tip = p->n_tip ? p->n_tip : d / 8;
-        double chunks = p->fc_union == 2 ? group * tip : tip;
+        /* FASA_FC_ALLOC: tip on average over the sparse layers */
+        double chunks = p->fc_union == FASA_FC_UNION ? group * tip : tip;
         if (chunks > d / 2) chunks = d / 2;
         return T * 2.0 * chunks * sizeof(float) + gather; /* labels are f32 */
     }

@@ -6,12 +6,14 @@
  * per KV head. The top-budget tokens then get exact attention (Focused
  * Attention Computation) at their original positions.
  *
- * GQA: K, V and labels are kept per KV head. The FCs of a KV head are either
- * the top n_tip of the group's mean CA ranking (fc_union = 1, default: the
- * label is 2 * n_tip numbers per token) or the union of each query head's own
- * top n_tip (fc_union = 2: a larger label, each query head scoring with its
- * own FCs). Tokens are chosen once per KV group from the group's summed
- * scores (default) or per query head (per_head = 1). */
+ * GQA: K, V and labels are kept per KV head. The FCs of a KV head are the
+ * top n_tip of the group's mean CA ranking (FASA_FC_KV_HEAD, default: the
+ * label is 2 * n_tip numbers per token), the union of each query head's own
+ * top n_tip (FASA_FC_UNION: a larger label, each query head scoring with its
+ * own FCs), or a number of its own, n_tip on average (FASA_FC_ALLOC; each
+ * KV head's labels are stored and read at their own length). Tokens are
+ * chosen once per KV group from the group's summed scores (default) or per
+ * query head (per_head = 1). */
 #include <float.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,7 +26,9 @@
 typedef struct fasa_state {
     label_set *lab;     /* which coordinates form each KV head's label (labels.h) */
     int64_t ctx_blocks; /* label blocks per (layer, KV head) covering n_ctx */
-    float *labels;      /* [n_layers][n_kv_heads][ctx_blocks][lab_max][FASA_LABEL_BLOCK] */
+    /* [n_layers][n_kv_heads][ctx_blocks][n_lab][FASA_LABEL_BLOCK], each (layer,
+     * KV head) in a region sized for lab_max: read at its own n_lab */
+    float *labels;
 } fasa_state;
 
 /* The labels of one (layer, KV head): n_ctx tokens in blocks of FASA_LABEL_BLOCK. */
@@ -51,16 +55,16 @@ static fasa_status fasa_init(attn_policy *p) {
     if (!cal)
         return fasa_error(FASA_E_ARG, "fasa needs a calibration file (--calib FILE); make one with `fasa calibrate`");
     if (!p->params.n_tip) p->params.n_tip = d / 8 > 0 ? d / 8 : 1;
-    if (!p->params.fc_union) p->params.fc_union = 1;
-    if (p->params.fc_union < 1 || p->params.fc_union > 2)
-        return fasa_error(FASA_E_ARG, "fasa: fc_union must be 1 (per KV head) or 2 (union), got %d",
+    if (!p->params.fc_union) p->params.fc_union = FASA_FC_KV_HEAD;
+    if (p->params.fc_union < FASA_FC_KV_HEAD || p->params.fc_union > FASA_FC_ALLOC)
+        return fasa_error(FASA_E_ARG, "fasa: fc_union must be 1 (per KV head), 2 (union) or 3 (allocated), got %d",
                           p->params.fc_union);
     if (!p->params.dense_layers) p->dense_layer[0] = true; /* the paper keeps layer 0 dense */
 
     fasa_state *st = fasa_calloc(1, sizeof *st, "FASA state");
     if (!st) return FASA_E_NOMEM;
     p->state = st;
-    fasa_status stt = label_set_from_calib(cal, s, p->params.n_tip, p->params.fc_union, &st->lab);
+    fasa_status stt = label_set_from_calib(cal, s, p->params.n_tip, p->params.fc_union, p->dense_layer, &st->lab);
     if (stt) {
         fasa_free(p);
         return stt;
@@ -78,7 +82,6 @@ static fasa_status fasa_bind_cpu(attn_policy *p) {
     fasa_state *st = p->state;
     const size_t n_lh = (size_t)p->shape.n_layers * p->shape.n_kv_heads;
     if (st->labels) return FASA_OK;
-    /* zeroed: labels shorter than lab_max are padded with zeros the scoring multiplies */
     st->labels = fasa_calloc_large(n_lh * (size_t)st->ctx_blocks * FASA_LABEL_BLOCK,
                                    (size_t)st->lab->lab_max * sizeof(float), "FASA label cache");
     return st->labels ? FASA_OK : FASA_E_NOMEM;
@@ -93,7 +96,7 @@ static void fasa_append(attn_policy *p, const fasa_kv *kv, int32_t layer, int32_
         const int32_t *coord = label_coords(lab, layer, h);
         float *dst = label_base(p, layer, h);
         for (int32_t c = 0; c < label_count(lab, layer, h); c++)
-            dst[fasa_label_index(pos, c, lab->lab_max, FASA_LABEL_BLOCK)] = row[coord[c]];
+            dst[fasa_label_index(pos, c, label_count(lab, layer, h), FASA_LABEL_BLOCK)] = row[coord[c]];
     }
 }
 
@@ -102,16 +105,16 @@ static void fasa_append(attn_policy *p, const fasa_kv *kv, int32_t layer, int32_
 static int32_t fasa_select(attn_policy *p, const attn_query *aq, int32_t *idx, float *scratch) {
     const fasa_state *st = p->state;
     const label_set *lab = st->lab;
-    const int32_t d = p->shape.head_dim, n = aq->n_keys, L = lab->lab_max;
+    const int32_t d = p->shape.head_dim, n = aq->n_keys;
     const int32_t n_lab = label_count(lab, aq->layer, aq->kv_head), *coord = label_coords(lab, aq->layer, aq->kv_head);
     const int64_t cap = st->ctx_blocks * FASA_LABEL_BLOCK;
     float *scores = scratch, *work = scores + cap, *w = work + cap;
-    for (int32_t c = 0; c < L; c++) w[c] = 0.0f;
+    for (int32_t c = 0; c < n_lab; c++) w[c] = 0.0f;
     for (int32_t g = 0; g < aq->n_q; g++) {
         const float *mask = label_mask(lab, aq->layer, aq->q_head + g);
         for (int32_t c = 0; c < n_lab; c++) w[c] += mask[c] * aq->q[(int64_t)g * d + coord[c]];
     }
-    fasa_tip_scores(w, label_base(p, aq->layer, aq->kv_head), L, n, FASA_LABEL_BLOCK, scores);
+    fasa_tip_scores(w, label_base(p, aq->layer, aq->kv_head), n_lab, n, FASA_LABEL_BLOCK, scores);
     /* Optional, not in the paper: the first n_sink tokens always taken. */
     for (int32_t j = 0; j < p->params.n_sink && j < n; j++) scores[j] = FLT_MAX;
     return attn_topk(scores, n, p->params.budget, idx, work);

@@ -73,7 +73,7 @@ fasa_status fasa_calib_label_coords(const fasa_calib *c, int32_t layer, int32_t 
         return fasa_error(FASA_E_ARG, "label coordinates: layer %d or KV head %d out of range", layer, kv_head);
     const attn_shape s = {c->n_layers, c->n_heads, c->n_kv_heads, c->head_dim, 1, c->rope_layout};
     label_set *l;
-    fasa_status st = label_set_from_calib(c, &s, n_tip, 1, &l);
+    fasa_status st = label_set_from_calib(c, &s, n_tip, FASA_FC_KV_HEAD, NULL, &l);
     if (st) return st;
     memcpy(coords, label_coords(l, layer, kv_head), (size_t)label_count(l, layer, kv_head) * sizeof *coords);
     label_set_free(l);

@@ -94,7 +94,13 @@ static fasa_status add_method(const eval_grid_spec *s, const char *name, eval_gr
             char label[32];
             p.budget = s->budgets[b];
             p.n_tip = fasa ? (s->n_tips_count ? s->n_tips[r] : default_tip) : 0;
-            if (fasa) snprintf(label, sizeof label, "fasa-%d", p.n_tip);
+            /* the chunk choice joins the row name, so rows of runs that differ in it
+             * stay apart in one results folder and its report */
+            if (fasa)
+                snprintf(label, sizeof label, "fasa-%d%s", p.n_tip,
+                         p.fc_union == FASA_FC_UNION   ? "-union"
+                         : p.fc_union == FASA_FC_ALLOC ? "-alloc"
+                                                       : "");
             else snprintf(label, sizeof label, "%s", name);
             fasa_status st = push(g, cap, &p, label);
             if (st) return st;
@@ -147,7 +153,8 @@ void eval_config_options(const fasa_attn_params *p, char *buf, int32_t cap) {
     } while (0)
     OPT(p->dense_layers, "dense=%s", p->dense_layers);
     OPT(p->per_head, "select=%s", p->per_head == 1 ? "head" : "group");
-    OPT(p->fc_union, "fc=%s", p->fc_union == 2 ? "union" : "kv-head");
+    OPT(p->fc_union, "fc=%s",
+        p->fc_union == FASA_FC_UNION ? "union" : p->fc_union == FASA_FC_ALLOC ? "alloc" : "kv-head");
     OPT(p->n_sink, "sinks=%d", p->n_sink);
     OPT(p->n_recent, "recent=%d", p->n_recent);
     OPT(p->window, "window=%d", p->window);
