@@ -205,6 +205,14 @@ typedef enum fasa_fc_choice {
                             greedy recall gains from one more chunk (calibrate --greedy) */
 } fasa_fc_choice;
 
+/* The element type of fasa's label cache (a GPU keeps f16 or int8). */
+typedef enum fasa_label_type {
+    FASA_LABELS_F32 = 1,  /* exact copies of the key coordinates */
+    FASA_LABELS_F16 = 2,  /* half the bytes */
+    FASA_LABELS_INT8 = 3, /* rounded to int8 with one f32 scale per token and KV head
+                             (max |label| / 127): a quarter of f32 plus the scale */
+} fasa_label_type;
+
 /* Which cached tokens each decode step attends to. Prefill is always dense.
  * Zero-initialised fields take the method's default (given in brackets). */
 typedef struct fasa_attn_params {
@@ -216,6 +224,7 @@ typedef struct fasa_attn_params {
     const fasa_calib *calib;  /* required for fasa */
     int32_t n_tip;        /* dominant frequency chunks per head [head_dim / 8] */
     int32_t fc_union;     /* fasa_fc_choice: 0 method default [FASA_FC_KV_HEAD] */
+    int32_t label_type;   /* fasa_label_type: 0 the backend's default [CPU: f32, GPU: f16] */
     /* stream and h2o */
     int32_t n_sink;       /* stream: attention-sink tokens kept [8]; fasa: first tokens always
                              taken, not in the paper [0] */

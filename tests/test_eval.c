@@ -183,6 +183,11 @@ static void test_kv_bytes(void **state) {
      * token and 256 rows of K and V. */
     const double sparse = 29.0 * 3 * (6000.0 * 16 * 4 + 256.0 * 2 * 64 * 4);
     assert_near(attn_step_bytes(&in, &p, 6000, 4), full / 30 + sparse, 0.5);
+    /* f16 labels: 2 bytes per coordinate; int8: 1 byte plus one f32 scale per token */
+    p.label_type = FASA_LABELS_F16;
+    assert_near(attn_step_bytes(&in, &p, 6000, 4), full / 30 + 29.0 * 3 * (6000.0 * 16 * 2 + 256.0 * 2 * 64 * 4), 0.5);
+    p.label_type = FASA_LABELS_INT8;
+    assert_near(attn_step_bytes(&in, &p, 6000, 4), full / 30 + 29.0 * 3 * (6000.0 * 20 + 256.0 * 2 * 64 * 4), 0.5);
     p = (fasa_attn_params){.method = "stream", .budget = 256};
     assert_near(attn_step_bytes(&in, &p, 6000, 2), 30.0 * 3 * 256 * 2 * 64 * 2, 0.5);
     /* A budget covering the cache is dense. */

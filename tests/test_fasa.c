@@ -27,6 +27,7 @@
 #include "measure/ca.h"
 #include "calib/calib.h"
 #include "labels.h"
+#include "quant.h"
 
 static fasa_model *model;
 static int32_t *text_ids;
@@ -431,6 +432,63 @@ static void test_fasa_alloc(void **state) {
     fasa_calib_free(cal);
 }
 
+/* --labels f16 and int8: the policy's choice equals the top-k of scores
+ * computed here from the label values rounded as the type defines (f16; int8
+ * with scale max|label| / 127 per token and KV head). */
+static void test_fasa_label_types(void **state) {
+    enum { NL = 2, NH = 6, NKV = 2, D = 32, N = 333, BUDGET = 25, TIP = 5 };
+    const attn_shape shape = {NL, NH, NKV, D, N, FASA_ROPE_INTERLEAVED};
+    fasa_calib *cal = random_calib(NL, NH, NKV, D);
+    fasa_kv kv;
+    synthetic_cache(&kv, NL, NKV, D, N);
+    static const int types[] = {FASA_LABELS_F16, FASA_LABELS_INT8};
+    for (int ti = 0; ti < 2; ti++) {
+        attn_policy *f;
+        const fasa_attn_params fp = {.method = "fasa", .budget = BUDGET, .calib = cal, .n_tip = TIP,
+                                     .dense_layers = "", .label_type = types[ti]};
+        assert_int_equal(attn_policy_create(&fp, &shape, 0, &f), FASA_OK);
+        assert_int_equal(attn_policy_bind_cpu(f), FASA_OK);
+        for (int l = 0; l < NL; l++)
+            for (int t = 0; t < N; t++) f->ops->append(f, &kv, l, t);
+        float *sc = malloc(sizeof(float) * f->scratch_floats), q[NH * D], ref[N], row[D], work[N];
+        int32_t got[N], want[N];
+        for (int rep = 0; rep < 10; rep++) {
+            for (int i = 0; i < NH * D; i++) q[i] = 3 * frand();
+            const int l = rep % NL, h = (rep / 2) % NKV, n_keys = 90 + 24 * rep, G = NH / NKV;
+            const attn_query aq = {&kv, l, h, q + h * G * D, G, h * G, n_keys};
+            const int32_t m = f->ops->select(f, &aq, got, sc);
+            const int32_t *coord = label_coords(f->labels, l, h), n_lab = label_count(f->labels, l, h);
+            for (int j = 0; j < n_keys; j++) {
+                kv_load_row(&kv, kv_k_row(&kv, l, h, j), row);
+                float amax = 0.0f;
+                for (int c = 0; c < n_lab; c++) amax = fmaxf(amax, fabsf(row[coord[c]]));
+                double a = 0.0;
+                for (int c = 0; c < n_lab; c++) {
+                    const float v = row[coord[c]];
+                    const float r = types[ti] == FASA_LABELS_F16 ? fasa_f16_to_f32(fasa_f32_to_f16(v))
+                                                                : (float)lrintf(v * 127.0f / amax) * (amax / 127.0f);
+                    for (int g = 0; g < G; g++) a += (double)aq.q[g * D + coord[c]] * r;
+                }
+                ref[j] = (float)a;
+            }
+            const int32_t me = attn_topk(ref, n_keys, BUDGET, want, work);
+            assert_int_equal(m, me);
+            int same = 0;
+            for (int a = 0, b = 0; a < m && b < me;) {
+                if (got[a] == want[b]) same++, a++, b++;
+                else if (got[a] < want[b]) a++;
+                else b++;
+            }
+            if (same < BUDGET - 1)
+                fail_msg("labels type %d rep %d: %d of %d tokens as the reference", types[ti], rep, same, BUDGET);
+        }
+        free(sc);
+        attn_policy_free(f);
+    }
+    kv_free(&kv);
+    fasa_calib_free(cal);
+}
+
 /* fasa --sinks N: the first N tokens always, then the top budget - N of the
  * others (with every FC, by the full logit summed over the group). */
 static void test_fasa_sinks(void **state) {
@@ -694,6 +752,7 @@ int main(void) {
         cmocka_unit_test(test_fasa_all_fcs_equals_oracle),
         cmocka_unit_test(test_fasa_sinks),
         cmocka_unit_test(test_fasa_alloc),
+        cmocka_unit_test(test_fasa_label_types),
         cmocka_unit_test(test_budget_covering_context_equals_full),
         cmocka_unit_test(test_sparse_policy_late_install),
         cmocka_unit_test(test_ca_probe_mass_recall),

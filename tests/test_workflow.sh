@@ -56,5 +56,19 @@ expect_ok "report" "$FASA" report --no-plots "$tmp/e"
 for t in ppl needle gen ca; do
     grep -q "## $t" "$tmp/e/report.md" && ok || bad "report lacks the $t section"
 done
+grep -q "## Quality against bytes read per decode step" "$tmp/e/report.md" && ok || bad "report lacks the bytes section"
+
+# Label types and the per-KV-head allocation of chunks (it needs greedy curves).
+expect_ok "eval ppl int8 labels" "$FASA" eval ppl "${E[@]}" --text "$tmp/text.txt" --attn fasa --budget 32 --ctx 128 \
+    --decode 4 --samples 1 --labels int8
+grep -q '"label":"fasa-8-int8"' "$tmp/e/results.jsonl" && ok || bad "int8 row: $(tail -c 400 "$tmp/e/results.jsonl")"
+expect_error "alloc without greedy" "needs more greedy chunks than --fc 8 .* --greedy 16" \
+    "$FASA" generate -m "$MODEL" -p hi -n 2 "${fasa[@]}" --fc-choice alloc
+G="$tmp/greedy.json"
+expect_ok "calibrate greedy" "$FASA" calibrate -m "$MODEL" -f "$tmp/text.txt" -o "$G" --tokens 320 --decode 2 --budget 32 \
+    --greedy 12 -t 2
+expect_ok "perplexity alloc" "$FASA" perplexity -m "$MODEL" -f "$tmp/text.txt" -c 256 --decode 8 --attn fasa --budget 32 \
+    --fc 8 --calib "$G" --fc-choice alloc --json
+expect_error "bad labels" "--labels expects f32, f16 or int8" "$FASA" generate -m "$MODEL" -p hi "${fasa[@]}" --labels q4
 
 cli_summary

@@ -93,7 +93,8 @@ enum { CLI_ATTN_BASE = 1000 };
         {"sparq-r", required_argument, 0, CLI_ATTN_BASE + 13},                                  \
         {"attn-seed", required_argument, 0, CLI_ATTN_BASE + 14},                                \
         {"device", required_argument, 0, CLI_ATTN_BASE + 15},                                   \
-        {"f32-act", no_argument, 0, CLI_ATTN_BASE + 16}
+        {"f32-act", no_argument, 0, CLI_ATTN_BASE + 16},                                        \
+        {"labels", required_argument, 0, CLI_ATTN_BASE + 17}
 
 void cli_attn_init(cli_attn *a);
 /* Handles one shared option; false after printing an error. */

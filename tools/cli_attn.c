@@ -59,6 +59,12 @@ bool cli_attn_option(const char *cmd, int code, const char *val, cli_attn *a) {
         else return cli_fail(cmd, "--device expects cpu, cuda or cuda-m, got '%s'", val), false;
         return true;
     case 16: a->f32_act = true; return true;
+    case 17:
+        if (!strcmp(val, "f32")) p->label_type = FASA_LABELS_F32;
+        else if (!strcmp(val, "f16")) p->label_type = FASA_LABELS_F16;
+        else if (!strcmp(val, "int8")) p->label_type = FASA_LABELS_INT8;
+        else return cli_fail(cmd, "--labels expects f32, f16 or int8, got '%s'", val), false;
+        return true;
     default: return cli_fail(cmd, "internal error: unknown attention option %d", code), false;
     }
     return ok;
@@ -75,6 +81,8 @@ void cli_attn_help(void) {
            "      --fc-choice C    fasa: kv-head (group's mean ranking, default), union, or alloc (--fc\n"
            "                       chunks per KV head on average, shared out by the greedy recall\n"
            "                       of a calibration made with --greedy G > --fc)\n"
+           "      --labels T       fasa: label cache f32 (CPU default), f16 (GPU default), or int8\n"
+           "                       (one scale per token and KV head)\n"
            "      --sinks N        stream: sink tokens (default 8); fasa: first N tokens always taken\n"
            "                       (default 0, as in the paper)\n"
            "      --recent N       h2o: recent tokens (default budget/2)\n"

@@ -42,7 +42,11 @@ static double sparse_head_bytes(const fasa_model_info *in, const fasa_attn_param
         /* FASA_FC_ALLOC: tip on average over the sparse layers */
         double chunks = p->fc_union == FASA_FC_UNION ? group * tip : tip;
         if (chunks > d / 2) chunks = d / 2;
-        return T * 2.0 * chunks * sizeof(float) + gather; /* labels are f32 */
+        /* f32, f16, or int8 with one f32 scale per token */
+        const double label = p->label_type == FASA_LABELS_INT8  ? 2.0 * chunks + sizeof(float)
+                             : p->label_type == FASA_LABELS_F16 ? 2.0 * chunks * 2
+                                                                : 2.0 * chunks * sizeof(float);
+        return T * label + gather;
     }
     if (!strcmp(p->method, "oracle")) return T * d * e + rows * d * e; /* all of K, chosen V */
     if (!strcmp(p->method, "quest")) {

@@ -15,6 +15,7 @@
  * chosen once per KV group from the group's summed scores (default) or per
  * query head (per_head = 1). */
 #include <float.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -22,20 +23,29 @@
 #include "attn/policy.h"
 #include "error.h"
 #include "labels.h"
+#include "quant.h"
 
 typedef struct fasa_state {
     label_set *lab;     /* which coordinates form each KV head's label (labels.h) */
     int64_t ctx_blocks; /* label blocks per (layer, KV head) covering n_ctx */
-    /* [n_layers][n_kv_heads][ctx_blocks][n_lab][FASA_LABEL_BLOCK], each (layer,
-     * KV head) in a region sized for lab_max: read at its own n_lab */
-    float *labels;
+    int32_t elem;       /* bytes per stored label value: 4 f32, 2 f16, 1 int8 */
+    /* Per (layer, KV head), a region sized for lab_max holding ctx_blocks
+     * blocks at the head's own n_lab: [n_lab][FASA_LABEL_BLOCK] values, then
+     * for int8 the block's FASA_LABEL_BLOCK f32 scales. */
+    unsigned char *labels;
 } fasa_state;
 
-/* The labels of one (layer, KV head): n_ctx tokens in blocks of FASA_LABEL_BLOCK. */
-static float *label_base(const attn_policy *p, int32_t layer, int32_t kv_head) {
+static int64_t block_bytes(const fasa_state *st, int32_t n_lab) {
+    return (int64_t)n_lab * FASA_LABEL_BLOCK * st->elem +
+           (st->elem == 1 ? FASA_LABEL_BLOCK * (int64_t)sizeof(float) : 0);
+}
+
+/* The label block holding token j of one (layer, KV head). */
+static unsigned char *label_block(const attn_policy *p, int32_t layer, int32_t kv_head, int32_t j) {
     const fasa_state *st = p->state;
     const int64_t lh = (int64_t)layer * p->shape.n_kv_heads + kv_head;
-    return st->labels + lh * st->ctx_blocks * FASA_LABEL_BLOCK * st->lab->lab_max;
+    const unsigned char *region = st->labels + lh * st->ctx_blocks * block_bytes(st, st->lab->lab_max);
+    return (unsigned char *)region + (int64_t)(j / FASA_LABEL_BLOCK) * block_bytes(st, label_count(st->lab, layer, kv_head));
 }
 
 static void fasa_free(attn_policy *p) {
@@ -72,8 +82,21 @@ static fasa_status fasa_init(attn_policy *p) {
     st->ctx_blocks = (s->n_ctx + FASA_LABEL_BLOCK - 1) / FASA_LABEL_BLOCK;
     p->labels = st->lab;
     p->params.calib = NULL; /* the layout is built: the policy keeps no reference to the caller's calibration */
-    /* scores (whole blocks), top-k work, combined query weights */
-    p->scratch_floats = 2 * st->ctx_blocks * FASA_LABEL_BLOCK + st->lab->lab_max;
+    /* label_type 0 stays 0: the default depends on the backend (f32 on the
+     * CPU, f16 on a GPU) */
+    switch (p->params.label_type) {
+    case 0:
+    case FASA_LABELS_F32: st->elem = 4; break;
+    case FASA_LABELS_F16: st->elem = 2; break;
+    case FASA_LABELS_INT8: st->elem = 1; break;
+    default:
+        fasa_free(p);
+        return fasa_error(FASA_E_ARG, "fasa: label type must be 1 (f32), 2 (f16) or 3 (int8), got %d",
+                          p->params.label_type);
+    }
+    /* scores (whole blocks), top-k work, combined query weights, one block widened to f32 */
+    p->scratch_floats = 2 * st->ctx_blocks * FASA_LABEL_BLOCK + st->lab->lab_max +
+                        (int64_t)st->lab->lab_max * FASA_LABEL_BLOCK;
     return FASA_OK;
 }
 
@@ -82,21 +105,71 @@ static fasa_status fasa_bind_cpu(attn_policy *p) {
     fasa_state *st = p->state;
     const size_t n_lh = (size_t)p->shape.n_layers * p->shape.n_kv_heads;
     if (st->labels) return FASA_OK;
-    st->labels = fasa_calloc_large(n_lh * (size_t)st->ctx_blocks * FASA_LABEL_BLOCK,
-                                   (size_t)st->lab->lab_max * sizeof(float), "FASA label cache");
+    st->labels = fasa_calloc_large(n_lh * (size_t)st->ctx_blocks, (size_t)block_bytes(st, st->lab->lab_max),
+                                   "FASA label cache");
     return st->labels ? FASA_OK : FASA_E_NOMEM;
 }
 
-/* Copies the dominant coordinates of the new token's key into the label cache. */
+/* Copies the dominant coordinates of the new token's key into the label
+ * cache, rounded to the label type. */
 static void fasa_append(attn_policy *p, const fasa_kv *kv, int32_t layer, int32_t pos) {
-    const label_set *lab = ((const fasa_state *)p->state)->lab;
+    const fasa_state *st = p->state;
+    const label_set *lab = st->lab;
+    const int32_t t = pos % FASA_LABEL_BLOCK;
     float row[FASA_MAX_HEAD_DIM];
     for (int32_t h = 0; h < kv->n_kv_heads; h++) {
         kv_load_row(kv, kv_k_row(kv, layer, h, pos), row);
-        const int32_t *coord = label_coords(lab, layer, h);
-        float *dst = label_base(p, layer, h);
-        for (int32_t c = 0; c < label_count(lab, layer, h); c++)
-            dst[fasa_label_index(pos, c, label_count(lab, layer, h), FASA_LABEL_BLOCK)] = row[coord[c]];
+        const int32_t *coord = label_coords(lab, layer, h), n_lab = label_count(lab, layer, h);
+        unsigned char *blk = label_block(p, layer, h, pos);
+        if (st->elem == 4) {
+            for (int32_t c = 0; c < n_lab; c++) ((float *)blk)[c * FASA_LABEL_BLOCK + t] = row[coord[c]];
+        } else if (st->elem == 2) {
+            for (int32_t c = 0; c < n_lab; c++) ((uint16_t *)blk)[c * FASA_LABEL_BLOCK + t] = fasa_f32_to_f16(row[coord[c]]);
+        } else {
+            /* max |label| / 127 per token; a non-finite label makes the scale
+             * NaN, so the token's score is NaN as with f32 labels */
+            float amax = 0.0f;
+            for (int32_t c = 0; c < n_lab; c++) amax = isfinite(row[coord[c]]) ? fmaxf(amax, fabsf(row[coord[c]])) : NAN;
+            const float scale = amax / 127.0f, inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+            int8_t *q = (int8_t *)blk;
+            for (int32_t c = 0; c < n_lab; c++)
+                q[c * FASA_LABEL_BLOCK + t] = isfinite(scale) ? (int8_t)lrintf(row[coord[c]] * inv) : 0;
+            float *scales = (float *)(blk + (int64_t)n_lab * FASA_LABEL_BLOCK);
+            scales[t] = scale;
+        }
+    }
+}
+
+/* acc[t] = sum_c w[c] * b[c][t] over one block of FASA_LABEL_BLOCK tokens. */
+static inline void tip_block(const float *w, const float *b, int32_t n_label, float *out) {
+    float acc[FASA_LABEL_BLOCK] = {0}; /* in registers, whatever out aliases */
+    for (int32_t c = 0; c < n_label; c++) {
+        const float wc = w[c];
+#pragma omp simd
+        for (int32_t t = 0; t < FASA_LABEL_BLOCK; t++) acc[t] += wc * b[c * FASA_LABEL_BLOCK + t];
+    }
+    for (int32_t t = 0; t < FASA_LABEL_BLOCK; t++) out[t] = acc[t];
+}
+
+/* TIP scores of f16 or int8 labels: each block widened to f32 first (int8
+ * values are exact in f32; the token's scale multiplies its score). */
+static void tip_scores_narrow(const fasa_state *st, const float *w, const unsigned char *labels, int32_t n_label,
+                              int32_t n, float *wide, float *scores) {
+    const int64_t vals = (int64_t)n_label * FASA_LABEL_BLOCK, bytes = block_bytes(st, n_label);
+    for (int32_t j0 = 0; j0 < n; j0 += FASA_LABEL_BLOCK) {
+        const unsigned char *b = labels + (int64_t)(j0 / FASA_LABEL_BLOCK) * bytes;
+        if (st->elem == 2) {
+            quant_dequant_row(FASA_TYPE_F16, b, wide, vals);
+        } else {
+            const int8_t *q = (const int8_t *)b;
+#pragma omp simd
+            for (int64_t i = 0; i < vals; i++) wide[i] = (float)q[i];
+        }
+        tip_block(w, wide, n_label, scores + j0);
+        if (st->elem == 1) {
+            const float *scales = (const float *)(b + vals);
+            for (int32_t t = 0; t < FASA_LABEL_BLOCK; t++) scores[j0 + t] *= scales[t];
+        }
     }
 }
 
@@ -108,13 +181,15 @@ static int32_t fasa_select(attn_policy *p, const attn_query *aq, int32_t *idx, f
     const int32_t d = p->shape.head_dim, n = aq->n_keys;
     const int32_t n_lab = label_count(lab, aq->layer, aq->kv_head), *coord = label_coords(lab, aq->layer, aq->kv_head);
     const int64_t cap = st->ctx_blocks * FASA_LABEL_BLOCK;
-    float *scores = scratch, *work = scores + cap, *w = work + cap;
+    float *scores = scratch, *work = scores + cap, *w = work + cap, *wide = w + lab->lab_max;
     for (int32_t c = 0; c < n_lab; c++) w[c] = 0.0f;
     for (int32_t g = 0; g < aq->n_q; g++) {
         const float *mask = label_mask(lab, aq->layer, aq->q_head + g);
         for (int32_t c = 0; c < n_lab; c++) w[c] += mask[c] * aq->q[(int64_t)g * d + coord[c]];
     }
-    fasa_tip_scores(w, label_base(p, aq->layer, aq->kv_head), n_lab, n, FASA_LABEL_BLOCK, scores);
+    const unsigned char *labels = label_block(p, aq->layer, aq->kv_head, 0);
+    if (st->elem == 4) fasa_tip_scores(w, (const float *)labels, n_lab, n, FASA_LABEL_BLOCK, scores);
+    else tip_scores_narrow(st, w, labels, n_lab, n, wide, scores);
     /* Optional, not in the paper: the first n_sink tokens always taken. */
     for (int32_t j = 0; j < p->params.n_sink && j < n; j++) scores[j] = FLT_MAX;
     return attn_topk(scores, n, p->params.budget, idx, work);
@@ -124,16 +199,8 @@ void fasa_tip_scores(const float *w, const float *labels, int32_t n_label, int32
     if (block == FASA_LABEL_BLOCK) {
         /* Whole blocks; a partial last block scores stale or zero labels
          * past n, which callers ignore. */
-        for (int32_t j0 = 0; j0 < n; j0 += FASA_LABEL_BLOCK) {
-            const float *b = labels + (int64_t)j0 * n_label;
-            float acc[FASA_LABEL_BLOCK] = {0};
-            for (int32_t c = 0; c < n_label; c++) {
-                const float wc = w[c];
-#pragma omp simd
-                for (int32_t t = 0; t < FASA_LABEL_BLOCK; t++) acc[t] += wc * b[c * FASA_LABEL_BLOCK + t];
-            }
-            for (int32_t t = 0; t < FASA_LABEL_BLOCK; t++) scores[j0 + t] = acc[t];
-        }
+        for (int32_t j0 = 0; j0 < n; j0 += FASA_LABEL_BLOCK)
+            tip_block(w, labels + (int64_t)j0 * n_label, n_label, scores + j0);
         return;
     }
     for (int32_t j = 0; j < n; j++) {

@@ -201,7 +201,7 @@ fasa_status upload_weights(cuda_backend *b) {
 /* A fresh attention context and layers: dense (labels NULL) or with the
  * labels of a policy (its budget the largest step). */
 fasa_status make_caches(const cuda_backend *b, const fasa_context *c, const label_set *labels, int32_t budget,
-                        fasa_cuda_ctx **actx, fasa_cuda_layer ***layers) {
+                        fasa_cuda_label_type label_type, fasa_cuda_ctx **actx, fasa_cuda_layer ***layers) {
     const fasa_model_info *in = &b->m->info;
     fasa_cuda_params cp = fasa_cuda_default_params();
     cp.n_heads = in->n_heads;
@@ -210,7 +210,7 @@ fasa_status make_caches(const cuda_backend *b, const fasa_context *c, const labe
     cp.n_ctx = c->n_ctx;
     cp.mode = b->mode;
     cp.n_lab = labels ? labels->lab_max : 0;
-    cp.label_type = FASA_CUDA_LABEL_F16;
+    cp.label_type = label_type;
     cp.n_fac_max = budget > 0 ? budget : 1;
     cp.device = b->device;
     *actx = nullptr;
@@ -301,7 +301,7 @@ fasa_status cuda_init(fasa_context *c, const fasa_context_params *p) {
     b->n_batch = n_batch;
     if (!(b->layers = (dev_layer *)calloc((size_t)in->n_layers, sizeof *b->layers)))
         st = fasa_error(FASA_E_NOMEM, "out of memory for the GPU layer table");
-    if (!st) st = make_caches(b, c, nullptr, 0, &b->actx, &b->kv);
+    if (!st) st = make_caches(b, c, nullptr, 0, FASA_CUDA_LABEL_F16, &b->actx, &b->kv);
     if (!st) st = upload_weights(b);
     if (!st) st = alloc_activations(b);
     if (st) cuda_free(c);
@@ -523,6 +523,17 @@ fasa_status check_policy(const attn_policy *p) {
                           p->ops->name);
     if (p->params.n_sink > 0)
         return fasa_error(FASA_E_UNSUPPORTED, "%s on a GPU has no forced sink tokens (--sinks 0)", p->ops->name);
+    /* The layer's label cache has one label length for all its KV heads. */
+    for (int32_t l = 0; l < p->labels->n_layers; l++)
+        for (int32_t h = 0; h < p->labels->n_kv_heads; h++)
+            if (label_count(p->labels, l, h) != p->labels->lab_max)
+                return fasa_error(FASA_E_UNSUPPORTED,
+                                  "%s on a GPU needs labels of one length in every KV head (--fc-choice kv-head)",
+                                  p->ops->name);
+    /* The GPU keeps labels in f16 (the default there) or int8. */
+    if (p->params.label_type == FASA_LABELS_F32)
+        return fasa_error(FASA_E_UNSUPPORTED, "%s on a GPU keeps its labels in f16 or int8 (--labels f16 or int8)",
+                          p->ops->name);
     return FASA_OK;
 }
 
@@ -532,7 +543,9 @@ fasa_status cuda_set_policy(fasa_context *c, attn_policy *p) {
     fasa_cuda_ctx *actx = nullptr;
     fasa_cuda_layer **layers = nullptr;
     if (!st && p) {
-        st = make_caches(b, c, p->labels, p->params.budget, &actx, &layers);
+        const fasa_cuda_label_type lt =
+            p->params.label_type == FASA_LABELS_INT8 ? FASA_CUDA_LABEL_I8 : FASA_CUDA_LABEL_F16;
+        st = make_caches(b, c, p->labels, p->params.budget, lt, &actx, &layers);
         if (st == FASA_E_UNSUPPORTED) {
             /* The kernels' limits (label sizes) with the option that set them. */
             char why[256];

@@ -97,10 +97,13 @@ static fasa_status add_method(const eval_grid_spec *s, const char *name, eval_gr
             /* the chunk choice joins the row name, so rows of runs that differ in it
              * stay apart in one results folder and its report */
             if (fasa)
-                snprintf(label, sizeof label, "fasa-%d%s", p.n_tip,
+                snprintf(label, sizeof label, "fasa-%d%s%s", p.n_tip,
                          p.fc_union == FASA_FC_UNION   ? "-union"
                          : p.fc_union == FASA_FC_ALLOC ? "-alloc"
-                                                       : "");
+                                                       : "",
+                         p.label_type == FASA_LABELS_F16    ? "-f16"
+                         : p.label_type == FASA_LABELS_INT8 ? "-int8"
+                                                            : "");
             else snprintf(label, sizeof label, "%s", name);
             fasa_status st = push(g, cap, &p, label);
             if (st) return st;
@@ -155,6 +158,8 @@ void eval_config_options(const fasa_attn_params *p, char *buf, int32_t cap) {
     OPT(p->per_head, "select=%s", p->per_head == 1 ? "head" : "group");
     OPT(p->fc_union, "fc=%s",
         p->fc_union == FASA_FC_UNION ? "union" : p->fc_union == FASA_FC_ALLOC ? "alloc" : "kv-head");
+    OPT(p->label_type, "labels=%s",
+        p->label_type == FASA_LABELS_F16 ? "f16" : p->label_type == FASA_LABELS_INT8 ? "int8" : "f32");
     OPT(p->n_sink, "sinks=%d", p->n_sink);
     OPT(p->n_recent, "recent=%d", p->n_recent);
     OPT(p->window, "window=%d", p->window);
