@@ -21,7 +21,7 @@
 
 typedef struct opts {
     const char *model, *depths, *attn, *calib, *device;
-    int32_t budget, n_tip, reps, prefill, threads;
+    int32_t budget, n_tip, reps, prefill, threads, label_type;
     double bw;
     bool f32_act;
 } opts;
@@ -29,7 +29,7 @@ typedef struct opts {
 static int usage(void) {
     fprintf(stderr, "usage: bench_engine -m MODEL [--device cpu|cuda|cuda-m] [--depths 0,4096,...] [--attn full|fasa]\n"
                     "                    [--budget N] [--fc N] [--calib FILE] [--reps N] [--prefill N] [--bw BYTES/S]\n"
-                    "                    [-t THREADS] [--f32-act]\n");
+                    "                    [-t THREADS] [--f32-act] [--labels f32|f16|int8]\n");
     return 1;
 }
 
@@ -96,7 +96,9 @@ static int run_depth(fasa_model *m, const opts *o, const fasa_model_info *in, co
     }
     const double sec = bench_median(t, o->reps);
     const int32_t mid = T + 3 + o->reps / 2;
-    const double bytes = (double)in->weight_bytes + attn_step_bytes(in, ap->method ? ap : NULL, mid, 2);
+    fasa_attn_params bp = *ap; /* the labels as the device keeps them by default: f32 on the CPU, f16 on a GPU */
+    if (!bp.label_type) bp.label_type = device_of(o->device) == FASA_DEVICE_CPU ? FASA_LABELS_F32 : FASA_LABELS_F16;
+    const double bytes = (double)in->weight_bytes + attn_step_bytes(in, ap->method ? &bp : NULL, mid, 2);
     printf("| %d | %s | %.1f | %.3f | %.0f | %.1f | %.0f | %.0f%% |\n", T, ap->method ? ap->method : "full", 1.0 / sec,
            sec * 1e3, fasa_context_device_bytes(c) / 1e6, bytes / 1e6, bytes / sec / 1e9,
            o->bw > 0 ? 100.0 * bytes / sec / o->bw : 0.0);
@@ -110,12 +112,12 @@ done:
 }
 
 int main(int argc, char **argv) {
-    opts o = {"models/SmolLM2-135M-Instruct.Q4_1.gguf", "0,4096", "full", NULL, "cpu", 256, 0, 32, 512, 0, 0.0, false};
+    opts o = {"models/SmolLM2-135M-Instruct.Q4_1.gguf", "0,4096", "full", NULL, "cpu", 256, 0, 32, 512, 0, 0, 0.0, false};
     static const struct option lo[] = {
         {"device", required_argument, 0, 1}, {"depths", required_argument, 0, 2}, {"attn", required_argument, 0, 3},
         {"budget", required_argument, 0, 4}, {"fc", required_argument, 0, 5},     {"calib", required_argument, 0, 6},
         {"reps", required_argument, 0, 7},   {"prefill", required_argument, 0, 8}, {"bw", required_argument, 0, 9},
-        {"f32-act", no_argument, 0, 10},     {0, 0, 0, 0},
+        {"f32-act", no_argument, 0, 10},     {"labels", required_argument, 0, 11}, {0, 0, 0, 0},
     };
     int c;
     while ((c = getopt_long(argc, argv, "m:t:", lo, NULL)) != -1) {
@@ -132,6 +134,12 @@ int main(int argc, char **argv) {
         case 8: o.prefill = atoi(optarg); break;
         case 9: o.bw = atof(optarg); break;
         case 10: o.f32_act = true; break;
+        case 11:
+            o.label_type = !strcmp(optarg, "f32") ? FASA_LABELS_F32 : !strcmp(optarg, "f16") ? FASA_LABELS_F16
+                           : !strcmp(optarg, "int8")                          ? FASA_LABELS_INT8
+                                                                              : -1;
+            if (o.label_type < 0) return usage();
+            break;
         default: return usage();
         }
     }
@@ -145,7 +153,8 @@ int main(int argc, char **argv) {
     fasa_model_info in;
     fasa_model_get_info(m, &in);
     fasa_attn_params ap = {0};
-    if (strcmp(o.attn, "full")) ap = (fasa_attn_params){.method = o.attn, .budget = o.budget, .n_tip = o.n_tip, .calib = cal};
+    if (strcmp(o.attn, "full")) ap = (fasa_attn_params){.method = o.attn, .budget = o.budget, .n_tip = o.n_tip, .calib = cal,
+                                 .label_type = o.label_type};
     printf("model %s: %d layers, %d/%d heads of %d, %.2f GB of weights read per token; device %s\n", in.name,
            in.n_layers, in.n_heads, in.n_kv_heads, in.head_dim, in.weight_bytes / 1e9, o.device);
     if (o.prefill > 0) {
