@@ -4,6 +4,7 @@
 usage: .venv/bin/python scripts/plot_results.py DIR
 
   ppl_ratio_P<P>.png      perplexity ratio to full vs budget, one line per method
+  ppl_bytes_P<P>.png      the same ratio vs the KV and label bytes a decode step reads
   needle_accuracy.png     retrieval accuracy vs budget, one panel per needle kind
   needle_heatmap_<kind>.png  accuracy by depth x prompt length: full and each method at one budget
   gen.png                 agreement with full and KL vs budget
@@ -101,18 +102,53 @@ def plot_lines(ax, rows, value, full_value=None):
         budget_axis(ax, budgets)
 
 
+def ppl_ratio_of(rp):
+    """exp(mean NLL difference to full over the same windows) of a list of records."""
+    full = {(r["sample"], r.get("decode")): r["nll"] for r in rp if r["method"] == "full"}
+
+    def ratio(recs):
+        diffs = [(r["nll"] - full[(r["sample"], r.get("decode"))], r.get("decode", 1)) for r in recs
+                 if (r["sample"], r.get("decode")) in full]
+        return math.exp(sum(d for d, _ in diffs) / sum(n for _, n in diffs)) if diffs else float("nan")
+    return ratio
+
+
+def plot_ppl_bytes(rp, P, out):
+    """Quality against bytes: one line per method through its budgets."""
+    rp = [r for r in rp if "kv_bytes_per_token" in r]
+    if not rp:
+        return []
+    ratio = ppl_ratio_of(rp)
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    for lab in labels_of(rp):
+        budgets = sorted({r["budget"] for r in rp if r["label"] == lab})
+        pts = []
+        for b in budgets:
+            recs = [r for r in rp if r["label"] == lab and r["budget"] == b]
+            pts.append((mean([r["kv_bytes_per_token"] for r in recs]) / 1e6, ratio(recs)))
+        pts.sort()
+        st = dict(color="black", marker="s") if lab == "full" else style(lab, rp)
+        ax.plot([x for x, _ in pts], [y for _, y in pts], label=lab, **st)
+    ax.set_xscale("log")
+    ax.set_xlabel("MB of KV cache, labels and summaries read per decode step (log)")
+    plain_log_y(ax)
+    ax.set_ylabel("perplexity / full's perplexity (log)")
+    ax.grid(True, alpha=0.3)
+    ax.set_title(f"ppl at P = {P}: quality against bytes read (lower left is better)")
+    ax.legend(fontsize=8, ncol=2)
+    name = f"ppl_bytes_P{P}.png"
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, name), dpi=110)
+    plt.close(fig)
+    return [name]
+
+
 def plot_ppl(rows, out):
     rows = [r for r in rows if r["task"] == "ppl" and "nll" in r]
     made = []
     for P in sorted({r["ctx"] for r in rows}):
         rp = [r for r in rows if r["ctx"] == P]
-        full = {(r["sample"], r.get("decode")): r["nll"] for r in rp if r["method"] == "full"}
-
-        def ratio(recs):
-            diffs = [(r["nll"] - full[(r["sample"], r.get("decode"))], r.get("decode", 1)) for r in recs
-                     if (r["sample"], r.get("decode")) in full]
-            return math.exp(sum(d for d, _ in diffs) / sum(n for _, n in diffs)) if diffs else float("nan")
-
+        ratio = ppl_ratio_of(rp)
         fig, ax = plt.subplots(figsize=(7.5, 4.8))
         plot_lines(ax, rp, ratio, 1.0)
         plain_log_y(ax)
@@ -125,6 +161,7 @@ def plot_ppl(rows, out):
         fig.savefig(os.path.join(out, name), dpi=110)
         plt.close(fig)
         made.append(name)
+        made += plot_ppl_bytes(rp, P, out)
     return made
 
 
