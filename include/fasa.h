@@ -228,7 +228,8 @@ typedef struct fasa_attn_params {
     /* stream and h2o */
     int32_t n_sink;       /* stream: attention-sink tokens kept [8]; fasa: first tokens always
                              taken, not in the paper [0] */
-    int32_t n_recent;     /* h2o: most recent tokens kept [budget / 2] */
+    int32_t n_recent;     /* h2o: most recent tokens kept [budget / 2]; fasa: last tokens always
+                             taken, not in the paper [0] */
     /* snapkv */
     int32_t window;       /* observation window [32] */
     int32_t pool_kernel;  /* max-pooling kernel [7] */

@@ -489,17 +489,22 @@ static void test_fasa_label_types(void **state) {
     fasa_calib_free(cal);
 }
 
-/* fasa --sinks N: the first N tokens always, then the top budget - N of the
- * others (with every FC, by the full logit summed over the group). */
+/* fasa --sinks S --recent R: the first S and the last R tokens always, then
+ * the top budget - S - R of the others (with every FC, by the full logit
+ * summed over the group). */
 static void test_fasa_sinks(void **state) {
-    enum { NL = 1, NH = 4, NKV = 2, D = 16, N = 300, BUDGET = 24, SINKS = 3 };
+    enum { NL = 1, NH = 4, NKV = 2, D = 16, N = 300, BUDGET = 24, SINKS = 3, RECENT = 5 };
     const attn_shape shape = {NL, NH, NKV, D, N, FASA_ROPE_INTERLEAVED};
     fasa_kv kv;
     synthetic_cache(&kv, NL, NKV, D, N);
     fasa_calib *cal = random_calib(NL, NH, NKV, D);
     attn_policy *f;
     const fasa_attn_params fp = {.method = "fasa", .budget = BUDGET, .calib = cal, .n_tip = D / 2, .per_head = 2,
-                                 .n_sink = SINKS, .dense_layers = ""};
+                                 .n_sink = SINKS, .n_recent = RECENT, .dense_layers = ""};
+    fasa_attn_params over = fp;
+    over.n_recent = BUDGET - SINKS + 1;
+    assert_int_equal(attn_policy_create(&over, &shape, 0, &f), FASA_E_ARG);
+    assert_non_null(strstr(fasa_last_error(), "must fit in the budget"));
     assert_int_equal(attn_policy_create(&fp, &shape, 0, &f), FASA_OK);
     assert_int_equal(attn_policy_bind_cpu(f), FASA_OK);
     for (int t = 0; t < N; t++) f->ops->append(f, &kv, 0, t);
@@ -517,11 +522,12 @@ static void test_fasa_sinks(void **state) {
                 for (int i = 0; i < D; i++) sc[j] += q[(h * g + gg) * D + i] * k[i];
         }
         for (int t = 0; t < SINKS; t++) assert_int_equal(idx[t], t); /* ascending: the sinks come first */
-        /* the rest: no unchosen non-sink token beats a chosen one (up to summation order) */
+        for (int t = 0; t < RECENT; t++) assert_int_equal(idx[BUDGET - RECENT + t], n_keys - RECENT + t);
+        /* the rest: no unchosen token between them beats a chosen one (up to summation order) */
         float worst = INFINITY;
         unsigned char in_set[N] = {0};
-        for (int t = SINKS; t < BUDGET; t++) in_set[idx[t]] = 1, worst = fminf(worst, sc[idx[t]]);
-        for (int j = SINKS; j < n_keys; j++)
+        for (int t = SINKS; t < BUDGET - RECENT; t++) in_set[idx[t]] = 1, worst = fminf(worst, sc[idx[t]]);
+        for (int j = SINKS; j < n_keys - RECENT; j++)
             if (!in_set[j] && sc[j] > worst + 1e-4f) fail_msg("rep %d: token %d (%.5f) beats a chosen one (%.5f)", rep, j, sc[j], worst);
     }
     free(scratch);

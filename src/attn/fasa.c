@@ -69,6 +69,10 @@ static fasa_status fasa_init(attn_policy *p) {
     if (p->params.fc_union < FASA_FC_KV_HEAD || p->params.fc_union > FASA_FC_ALLOC)
         return fasa_error(FASA_E_ARG, "fasa: fc_union must be 1 (per KV head), 2 (union) or 3 (allocated), got %d",
                           p->params.fc_union);
+    if (p->params.n_sink < 0 || p->params.n_recent < 0 ||
+        (int64_t)p->params.n_sink + p->params.n_recent > p->params.budget)
+        return fasa_error(FASA_E_ARG, "fasa: sink tokens (%d) and recent tokens (%d) must fit in the budget (%d)",
+                          p->params.n_sink, p->params.n_recent, p->params.budget);
     if (!p->params.dense_layers) p->dense_layer[0] = true; /* the paper keeps layer 0 dense */
 
     fasa_state *st = fasa_calloc(1, sizeof *st, "FASA state");
@@ -190,8 +194,10 @@ static int32_t fasa_select(attn_policy *p, const attn_query *aq, int32_t *idx, f
     const unsigned char *labels = label_block(p, aq->layer, aq->kv_head, 0);
     if (st->elem == 4) fasa_tip_scores(w, (const float *)labels, n_lab, n, FASA_LABEL_BLOCK, scores);
     else tip_scores_narrow(st, w, labels, n_lab, n, wide, scores);
-    /* Optional, not in the paper: the first n_sink tokens always taken. */
+    /* Optional, not in the paper: the first n_sink and the last n_recent
+     * tokens always taken. */
     for (int32_t j = 0; j < p->params.n_sink && j < n; j++) scores[j] = FLT_MAX;
+    for (int32_t j = n - p->params.n_recent > 0 ? n - p->params.n_recent : 0; j < n; j++) scores[j] = FLT_MAX;
     return attn_topk(scores, n, p->params.budget, idx, work);
 }
 

@@ -521,8 +521,9 @@ fasa_status check_policy(const attn_policy *p) {
     if (!p->labels->shared)
         return fasa_error(FASA_E_UNSUPPORTED, "%s on a GPU takes the FCs per KV head (--fc-choice kv-head)",
                           p->ops->name);
-    if (p->params.n_sink > 0)
-        return fasa_error(FASA_E_UNSUPPORTED, "%s on a GPU has no forced sink tokens (--sinks 0)", p->ops->name);
+    if (p->params.n_sink > 0 || p->params.n_recent > 0)
+        return fasa_error(FASA_E_UNSUPPORTED, "%s on a GPU has no forced sink or recent tokens (--sinks 0, --recent 0)",
+                          p->ops->name);
     /* The layer's label cache has one label length for all its KV heads. */
     for (int32_t l = 0; l < p->labels->n_layers; l++)
         for (int32_t h = 0; h < p->labels->n_kv_heads; h++)

@@ -91,20 +91,26 @@ static fasa_status add_method(const eval_grid_spec *s, const char *name, eval_gr
     const int32_t reps = fasa && s->n_tips_count ? s->n_tips_count : 1;
     for (int32_t r = 0; r < reps; r++) {
         for (int32_t b = 0; b < s->n_budgets; b++) {
-            char label[32];
+            char label[48];
             p.budget = s->budgets[b];
             p.n_tip = fasa ? (s->n_tips_count ? s->n_tips[r] : default_tip) : 0;
-            /* the chunk choice joins the row name, so rows of runs that differ in it
-             * stay apart in one results folder and its report */
-            if (fasa)
-                snprintf(label, sizeof label, "fasa-%d%s%s", p.n_tip,
+            /* fasa's own options join the row name, so rows of runs that differ in
+             * them stay apart in one results folder and its report */
+            if (fasa) {
+                char sink[16] = "", recent[16] = "";
+                if (p.n_sink) snprintf(sink, sizeof sink, "-sinks%d", p.n_sink);
+                if (p.n_recent) snprintf(recent, sizeof recent, "-recent%d", p.n_recent);
+                snprintf(label, sizeof label, "fasa-%d%s%s%s%s", p.n_tip,
                          p.fc_union == FASA_FC_UNION   ? "-union"
                          : p.fc_union == FASA_FC_ALLOC ? "-alloc"
                                                        : "",
                          p.label_type == FASA_LABELS_F16    ? "-f16"
                          : p.label_type == FASA_LABELS_INT8 ? "-int8"
-                                                            : "");
-            else snprintf(label, sizeof label, "%s", name);
+                                                            : "",
+                         sink, recent);
+            } else {
+                snprintf(label, sizeof label, "%s", name);
+            }
             fasa_status st = push(g, cap, &p, label);
             if (st) return st;
         }

@@ -9,7 +9,7 @@
 #include "fasa.h"
 
 typedef struct eval_config {
-    char label[32];     /* row name: "full", "stream", "fasa-8" (fasa carries its N_tip) */
+    char label[48];     /* row name: "full", "stream", "fasa-8" (fasa carries its N_tip and options) */
     fasa_attn_params p; /* method, budget (0 for full), n_tip (fasa only), shared options */
 } eval_config;
 
