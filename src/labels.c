@@ -65,7 +65,8 @@ static fasa_status allocate_fcs(const fasa_calib *cal, const attn_shape *s, int3
         return fasa_error(FASA_E_ARG,
                           "fasa: --fc-choice alloc shares the chunks between KV heads by the calibration's greedy "
                           "recall, so the calibration needs more greedy chunks than --fc %d (it has %d): make it "
-                          "with `fasa calibrate --greedy %d` or more", n_tip, cap, 2 * n_tip);
+                          "with `fasa calibrate --greedy %d` or more (at most head_dim / 2 = %d)", n_tip, cap,
+                          2 * n_tip < s->head_dim / 2 ? 2 * n_tip : s->head_dim / 2, s->head_dim / 2);
     int64_t left = 0;
     for (int32_t layer = 0; layer < s->n_layers; layer++)
         for (int32_t h = 0; h < s->n_kv_heads; h++) {
@@ -110,7 +111,10 @@ fasa_status label_set_from_calib(const fasa_calib *cal, const attn_shape *s, int
     int32_t most = 0;
     for (size_t i = 0; i < n_lh; i++) most = n_fc[i] > most ? n_fc[i] : most;
     label_set *l = fasa_calloc(1, sizeof *l, "label layout");
-    if (!l) return FASA_E_NOMEM;
+    if (!l) {
+        free(n_fc);
+        return FASA_E_NOMEM;
+    }
     *l = (label_set){.n_layers = s->n_layers, .n_heads = s->n_heads, .n_kv_heads = s->n_kv_heads, .head_dim = d,
                      .shared = fc_union != FASA_FC_UNION};
     l->lab_max = fc_union == FASA_FC_UNION ? (2 * n_tip * group < d ? 2 * n_tip * group : d) : 2 * most;
