@@ -298,6 +298,17 @@ static void test_topk(void **state) {
     free(s), free(work), free(idx);
 }
 
+/* How many positions two ascending index lists share. */
+static int common_sorted(const int32_t *x, int32_t nx, const int32_t *y, int32_t ny) {
+    int same = 0;
+    for (int a = 0, b = 0; a < nx && b < ny;) {
+        if (x[a] == y[b]) same++, a++, b++;
+        else if (x[a] < y[b]) a++;
+        else b++;
+    }
+    return same;
+}
+
 /* A calibration with random CA values for a synthetic shape. */
 static fasa_calib *random_calib(int n_layers, int n_heads, int n_kv, int d) {
     fasa_model_info in = {.n_layers = n_layers, .n_heads = n_heads, .n_kv_heads = n_kv, .head_dim = d};
@@ -336,12 +347,7 @@ static void test_fasa_all_fcs_equals_oracle(void **state) {
             const int32_t mf = f->ops->select(f, &aq, fi, sf), mo = o->ops->select(o, &aq, oi, so);
             assert_int_equal(mf, BUDGET);
             assert_int_equal(mo, BUDGET);
-            int same = 0;
-            for (int a = 0, b = 0; a < mf && b < mo;) {
-                if (fi[a] == oi[b]) same++, a++, b++;
-                else if (fi[a] < oi[b]) a++;
-                else b++;
-            }
+            const int same = common_sorted(fi, mf, oi, mo);
             /* Summation order may split an exact tie; anything more is a bug. */
             if (same < BUDGET - 1) fail_msg("rep %d: fasa with all FCs shares %d of %d tokens with oracle", rep, same, BUDGET);
         }
@@ -418,12 +424,7 @@ static void test_fasa_alloc(void **state) {
         }
         const int32_t me = attn_topk(ref, n_keys, BUDGET, exp_idx, work);
         assert_int_equal(m, me);
-        int same = 0;
-        for (int a = 0, b = 0; a < m && b < me;) {
-            if (got[a] == exp_idx[b]) same++, a++, b++;
-            else if (got[a] < exp_idx[b]) a++;
-            else b++;
-        }
+        const int same = common_sorted(got, m, exp_idx, me);
         if (same < BUDGET - 1) fail_msg("rep %d: alloc selection shares %d of %d tokens with the reference", rep, same, BUDGET);
     }
     free(sc);
@@ -473,12 +474,7 @@ static void test_fasa_label_types(void **state) {
             }
             const int32_t me = attn_topk(ref, n_keys, BUDGET, want, work);
             assert_int_equal(m, me);
-            int same = 0;
-            for (int a = 0, b = 0; a < m && b < me;) {
-                if (got[a] == want[b]) same++, a++, b++;
-                else if (got[a] < want[b]) a++;
-                else b++;
-            }
+            const int same = common_sorted(got, m, want, me);
             if (same < BUDGET - 1)
                 fail_msg("labels type %d rep %d: %d of %d tokens as the reference", types[ti], rep, same, BUDGET);
         }
