@@ -19,7 +19,13 @@
  *        from the product with the float ones reported
  *   v6   v5's decoding with each row staged through shared memory by 16-byte
  *        cp.async, two pieces of 2, 4 or 8 KB in flight per warp (the
- *        product's default, with 4 KB pieces)
+ *        default before version 7, with 4 KB pieces)
+ *   v7   eight lanes per block (a quarter block each, one 16-byte load of
+ *        Q4_K codes), U warp steps of four blocks in flight per warp; the
+ *        product's default. Its fused forms (Q and K in one launch; gate and
+ *        up in one launch writing SwiGLU) are checked against the float64
+ *        reference, and a Llama-3.1-8B layer's products are timed in a CUDA
+ *        graph of 8 layers: v6 one launch per matrix, v7 the same, v7 fused
  *
  *   nvcc -O3 -std=c++17 -arch=sm_90 -Iinclude -Isrc -Isrc/cuda bench/cuda/qmatmul.cu \
  *        build/quant.o -o qmatmul        (quant.o: src/quant.c and src/quant_simd.c, see run.sh)
@@ -30,7 +36,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "qmatmul.cuh"
+#include "model_ops.cuh"
 
 extern "C" {
 void quant_dequant_ref(uint32_t type, const void *src, float *dst, int64_t n);
@@ -299,6 +305,17 @@ static void launch_v5(uint32_t type, const qmm_args &a, const qmm_x8 &x8, int ks
     qmm_launch_x8(type, a, x8, 0, ksplit, piece);
 }
 
+/* Version 7, the product's default: eight lanes per block, U warp steps
+ * (4 U blocks) of loads in flight; rounding timed with it as for v5. */
+static void launch_v7(uint32_t type, const qmm_args &a, const qmm_x8 &x8, int unroll) {
+    qmm_quantize_x8(a.x, a.cols, (int8_t *)x8.q, (float *)x8.d, 0);
+    qmm_multi m = {};
+    m.s[0] = qmm_seg{a.w, a.row_bytes, a.rows, a.y, a.bias};
+    m.n = 1;
+    m.cols = a.cols;
+    qmm7_launch_type(type, m, x8, 0, unroll);
+}
+
 /* ---- version 2, kept here for comparison: a lane takes one 32-element
  * sub-block (32 activations per lane, 128 bytes apart across the warp) ---- */
 template <int R>
@@ -419,15 +436,209 @@ static void launch_v2(uint32_t type, const qmm_args &a, int R) {
 /* Launches version v: 1 generic; 22, 24 version 2 with 2 or 4 rows per warp;
  * 31 version 3; 40 version 4 (warps per row chosen by the row
  * count), 41, 42, 44 version 4 with 1, 2 or 4 warps per row; 50-54 the same
- * for version 5; 62, 64, 68 version 6 with 2, 4, 8 KB pieces. */
+ * for version 5; 62, 64, 68 version 6 with 2, 4, 8 KB pieces; 71, 72, 74
+ * version 7 with U = 1, 2, 4. */
 static void launch(int v, uint32_t type, const qmm_args &a, const qmm_x8 &x8) {
     if (v == 1) qfmt_dispatch(type, qmm_launcher{a, 0});
     else if (v / 10 == 2) launch_v2(type, a, v % 10);
     else if (v == 31) qmm_launch_kquant(type, a, 0, 1);
     else if (v / 10 == 4) launch_v4(type, a, v % 10);
     else if (v / 10 == 5) launch_v5(type, a, x8, v % 10);
+    else if (v / 10 == 7) launch_v7(type, a, x8, v % 10);
     else launch_v5(type, a, x8, -1, 1024 * (v % 10));
     CK(cudaGetLastError());
+}
+
+/* ---- a layer's products in a CUDA graph ------------------------------
+ * 8 Llama-3.1-8B layers with their own random weights (1.1 GB, past L2),
+ * one input per layer; each variant captured once and replayed. */
+struct layer_w {
+    uint8_t *q, *k, *v, *o, *gate, *up, *down;
+};
+static const int64_t LE = 4096, LKV = 1024, LF = 14336;
+
+static double ref_row(uint32_t type, const uint8_t *w, int64_t row, int64_t cols, const double *x, float *tmp) {
+    quant_dequant_ref(type, w + row * quant_row_bytes(type, cols), tmp, cols);
+    double acc = 0;
+    for (int64_t c = 0; c < cols; c++) acc += (double)tmp[c] * x[c];
+    return acc;
+}
+
+/* variant 0: v6, one launch per matrix and SwiGLU apart; 1: v7, the same;
+ * 2: v7 with Q+K and gate+up (SwiGLU inside) fused. */
+static void layer_launch(int variant, const layer_w &L, float *x, float *y, float *f, float *g, float *u,
+                         const qmm_x8 &x8, cudaStream_t st) {
+    const int64_t r4 = quant_row_bytes(FASA_TYPE_Q4_K, LE), r6 = quant_row_bytes(FASA_TYPE_Q6_K, LE);
+    const int64_t r6f = quant_row_bytes(FASA_TYPE_Q6_K, LF);
+    int8_t *q = (int8_t *)x8.q;
+    float *d = (float *)x8.d;
+    const int ks = variant == 0 ? -1 : -2;
+    auto one = [&](uint32_t type, const uint8_t *w, int64_t rb, int64_t rows, int64_t cols, const float *in, float *out) {
+        qmm_args a = {w, rb, rows, cols, in, cols, out, rows, 1, nullptr};
+        qmm_launch_x8(type, a, x8, st, ks);
+    };
+    qmm_quantize_x8(x, LE, q, d, st);
+    if (variant == 2) {
+        qmm_multi m = {};
+        m.s[0] = qmm_seg{L.q, r4, LE, y, nullptr};
+        m.s[1] = qmm_seg{L.k, r4, LKV, y + LE, nullptr};
+        m.n = 2, m.cols = LE;
+        qmm7_launch_type(FASA_TYPE_Q4_K, m, x8, st);
+    } else {
+        one(FASA_TYPE_Q4_K, L.q, r4, LE, LE, x, y);
+        one(FASA_TYPE_Q4_K, L.k, r4, LKV, LE, x, y + LE);
+    }
+    one(FASA_TYPE_Q6_K, L.v, r6, LKV, LE, x, y + LE + LKV);
+    qmm_quantize_x8(y, LE, q, d, st);
+    one(FASA_TYPE_Q4_K, L.o, r4, LE, LE, y, y + LE + 2 * LKV);
+    qmm_quantize_x8(y + LE + 2 * LKV, LE, q, d, st);
+    if (variant == 2) {
+        qmm_multi m = {};
+        m.s[0] = qmm_seg{L.gate, r4, LF, g, nullptr};
+        m.s[1] = qmm_seg{L.up, r4, LF, u, nullptr};
+        m.n = 2, m.glu = 1, m.cols = LE;
+        qmm7_launch_type(FASA_TYPE_Q4_K, m, x8, st);
+    } else {
+        one(FASA_TYPE_Q4_K, L.gate, r4, LF, LE, y + LE + 2 * LKV, g);
+        one(FASA_TYPE_Q4_K, L.up, r4, LF, LE, y + LE + 2 * LKV, u);
+        swiglu_kernel<<<(unsigned)((LF + 255) / 256), 256, 0, st>>>(g, u, LF);
+    }
+    qmm_quantize_x8(g, LF, q, d, st);
+    one(FASA_TYPE_Q6_K, L.down, r6f, LE, LF, g, f);
+}
+
+static int layer_bench(int reps) {
+    const int NL = 8;
+    const int64_t r4 = quant_row_bytes(FASA_TYPE_Q4_K, LE), r6 = quant_row_bytes(FASA_TYPE_Q6_K, LE);
+    const int64_t r6f = quant_row_bytes(FASA_TYPE_Q6_K, LF);
+    const size_t sz[7] = {(size_t)(r4 * LE), (size_t)(r4 * LKV), (size_t)(r6 * LKV), (size_t)(r4 * LE),
+                          (size_t)(r4 * LF), (size_t)(r4 * LF), (size_t)(r6f * LE)};
+    const uint32_t ty[7] = {FASA_TYPE_Q4_K, FASA_TYPE_Q4_K, FASA_TYPE_Q6_K, FASA_TYPE_Q4_K,
+                            FASA_TYPE_Q4_K, FASA_TYPE_Q4_K, FASA_TYPE_Q6_K};
+    size_t layer_bytes = 0;
+    for (int i = 0; i < 7; i++) layer_bytes += sz[i];
+    layer_w L[NL];
+    uint8_t *host[7];
+    for (int i = 0; i < 7; i++) {
+        host[i] = (uint8_t *)malloc(sz[i]);
+        fill(ty[i], host[i], sz[i], ty[i] == FASA_TYPE_Q4_K ? 144 : 210);
+    }
+    for (int l = 0; l < NL; l++) {
+        uint8_t **p[7] = {&L[l].q, &L[l].k, &L[l].v, &L[l].o, &L[l].gate, &L[l].up, &L[l].down};
+        for (int i = 0; i < 7; i++) {
+            CK(cudaMalloc(p[i], sz[i] + 256));
+            CK(cudaMemcpy(*p[i], host[i], sz[i], cudaMemcpyHostToDevice)); /* the same values: one reference */
+        }
+    }
+    float *x, *y, *f, *g, *u;
+    int8_t *q8;
+    float *d8;
+    CK(cudaMalloc(&x, NL * LE * 4));
+    CK(cudaMalloc(&y, (LE + 2 * LKV + LE) * 4));
+    CK(cudaMalloc(&f, NL * LE * 4));
+    CK(cudaMalloc(&g, LF * 4));
+    CK(cudaMalloc(&u, LF * 4));
+    CK(cudaMalloc(&q8, LF));
+    CK(cudaMalloc(&d8, LF / 32 * 4));
+    const qmm_x8 x8 = {q8, d8};
+    float *hx = (float *)malloc(LE * 4);
+    for (int64_t c = 0; c < LE; c++) hx[c] = (float)((double)(next64() >> 11) * 0x1.0p-53 * 2 - 1);
+    for (int l = 0; l < NL; l++) CK(cudaMemcpy(x + l * LE, hx, LE * 4, cudaMemcpyHostToDevice));
+    cudaStream_t st;
+    CK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
+    int fails = 0;
+
+    /* The fused forms against float64: Q and K rows of one launch, and
+     * silu(gate) * up, from x rounded as the kernels round it. */
+    {
+        double *xq = (double *)malloc(LE * sizeof(double));
+        for (int64_t gi = 0; gi < LE / 32; gi++) {
+            float mx = 0.f;
+            for (int i = 0; i < 32; i++) mx = fmaxf(mx, fabsf(hx[32 * gi + i]));
+            const float dg = mx / 127.f;
+            for (int i = 0; i < 32; i++) xq[32 * gi + i] = dg > 0.f ? (double)dg * (double)lrintf(hx[32 * gi + i] / dg) : 0.0;
+        }
+        float *tmp = (float *)malloc(LF * 4), *hy = (float *)malloc(LF * 4), *hu = (float *)malloc(LF * 4);
+        CK(cudaMemset(y, 0xff, (LE + LKV) * 4));
+        CK(cudaMemset(g, 0xff, LF * 4));
+        qmm_quantize_x8(x, LE, q8, d8, st);
+        qmm_multi m = {};
+        m.s[0] = qmm_seg{L[0].q, r4, LE, y, nullptr};
+        m.s[1] = qmm_seg{L[0].k, r4, LKV, y + LE, nullptr};
+        m.n = 2, m.cols = LE;
+        qmm7_launch_type(FASA_TYPE_Q4_K, m, x8, st);
+        qmm_multi mg = {};
+        mg.s[0] = qmm_seg{L[0].gate, r4, LF, g, nullptr};
+        mg.s[1] = qmm_seg{L[0].up, r4, LF, u, nullptr};
+        mg.n = 2, mg.glu = 1, mg.cols = LE;
+        qmm7_launch_type(FASA_TYPE_Q4_K, mg, x8, st);
+        CK(cudaStreamSynchronize(st));
+        CK(cudaGetLastError());
+        CK(cudaMemcpy(hy, y, (LE + LKV) * 4, cudaMemcpyDeviceToHost));
+        CK(cudaMemcpy(hu, g, LF * 4, cudaMemcpyDeviceToHost));
+        double e_qk = 0, m_qk = 0, e_glu = 0, m_glu = 0;
+        double *want = (double *)malloc(LF * sizeof(double));
+        for (int64_t r = 0; r < LE + LKV; r++) {
+            want[r] = r < LE ? ref_row(FASA_TYPE_Q4_K, host[0], r, LE, xq, tmp) : ref_row(FASA_TYPE_Q4_K, host[1], r - LE, LE, xq, tmp);
+            m_qk = fmax(m_qk, fabs(want[r]));
+        }
+        for (int64_t r = 0; r < LE + LKV; r++) e_qk = fmax(e_qk, isfinite(hy[r]) ? fabs(hy[r] - want[r]) : 1e30);
+        for (int64_t r = 0; r < LF; r++) {
+            const double gv = ref_row(FASA_TYPE_Q4_K, host[4], r, LE, xq, tmp), uv = ref_row(FASA_TYPE_Q4_K, host[5], r, LE, xq, tmp);
+            want[r] = gv / (1.0 + exp(-gv)) * uv;
+            m_glu = fmax(m_glu, fabs(want[r]));
+        }
+        for (int64_t r = 0; r < LF; r++) e_glu = fmax(e_glu, isfinite(hu[r]) ? fabs(hu[r] - want[r]) : 1e30);
+        printf("\nfused v7: Q+K in one launch max error %.2e of the largest output; gate+up with SwiGLU %.2e\n",
+               e_qk / m_qk, e_glu / m_glu);
+        if (!(e_qk / m_qk < 1e-4) || !(e_glu / m_glu < 1e-4)) {
+            printf("FAIL: fused v7 products\n");
+            fails++;
+        }
+        free(xq), free(tmp), free(hy), free(hu), free(want);
+    }
+
+    printf("\n| Llama-3.1-8B layer products (%.1f MB), graph of %d layers | us per layer | GB/s | launches per layer |\n"
+           "|---|---|---|---|\n", layer_bytes / 1e6, NL);
+    const char *names[3] = {"v6, a launch per matrix", "v7, a launch per matrix", "v7, Q+K and gate+up(+SwiGLU) fused"};
+    const int launches[3] = {12, 12, 9};
+    for (int variant = 0; variant < 3; variant++) {
+        cudaGraph_t graph;
+        cudaGraphExec_t exec;
+        CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal));
+        for (int l = 0; l < NL; l++) layer_launch(variant, L[l], x + l * LE, y, f + l * LE, g, u, x8, st);
+        CK(cudaStreamEndCapture(st, &graph));
+        CK(cudaGraphInstantiate(&exec, graph, 0));
+        cudaEvent_t e0, e1;
+        CK(cudaEventCreate(&e0));
+        CK(cudaEventCreate(&e1));
+        float *t = (float *)malloc(reps * sizeof(float));
+        for (int i = -3; i < reps; i++) {
+            CK(cudaEventRecord(e0, st));
+            CK(cudaGraphLaunch(exec, st));
+            CK(cudaEventRecord(e1, st));
+            CK(cudaEventSynchronize(e1));
+            if (i >= 0) CK(cudaEventElapsedTime(&t[i], e0, e1));
+        }
+        qsort(t, reps, sizeof(float), [](const void *p, const void *q) {
+            const float a = *(const float *)p, b = *(const float *)q;
+            return (a > b) - (a < b);
+        });
+        const double us = t[reps / 2] * 1e3 / NL;
+        printf("| %s | %.1f | %.0f | %d |\n", names[variant], us, layer_bytes / (us * 1e-6) / 1e9, launches[variant]);
+        free(t);
+        CK(cudaGraphExecDestroy(exec));
+        CK(cudaGraphDestroy(graph));
+    }
+    for (int l = 0; l < NL; l++) {
+        uint8_t *p[7] = {L[l].q, L[l].k, L[l].v, L[l].o, L[l].gate, L[l].up, L[l].down};
+        for (int i = 0; i < 7; i++) cudaFree(p[i]);
+    }
+    for (int i = 0; i < 7; i++) free(host[i]);
+    cudaFree(x), cudaFree(y), cudaFree(f), cudaFree(g), cudaFree(u), cudaFree(q8), cudaFree(d8);
+    free(hx);
+    cudaStreamDestroy(st);
+    return fails;
 }
 
 int main(int argc, char **argv) {
@@ -435,12 +646,12 @@ int main(int argc, char **argv) {
     for (int i = 1; i < argc; i++)
         if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--bogus-flag")) return 2;
-    const int versions[] = {1, 24, 31, 40, 41, 42, 44, 50, 51, 52, 54, 62, 64, 68};
+    const int versions[] = {1, 24, 31, 40, 41, 42, 44, 50, 51, 52, 54, 62, 64, 68, 71, 72, 74};
     const int n_versions = sizeof versions / sizeof versions[0];
     int fails = 0;
     printf("| shape | type | MB | v1 GB/s | v2 R=4 | v3 | v4 (auto) | v4 k=1 | v4 k=2 | v4 k=4 | v5 (auto) | v5 k=1 | v5 k=2 "
-           "| v5 k=4 | v6 2 KB | v6 4 KB | v6 8 KB | max rel err | v5/v6: int8 x against float x |\n"
-           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+           "| v5 k=4 | v6 2 KB | v6 4 KB | v6 8 KB | v7 U=1 | v7 U=2 | v7 U=4 | max rel err | v5-v7: int8 x against float x |\n"
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for (const shape &s : shapes) {
         const size_t row = quant_row_bytes(s.type, s.cols), bytes = row * s.rows;
         const size_t bb = s.type == FASA_TYPE_Q4_K ? 144 : 210;
@@ -478,7 +689,7 @@ int main(int argc, char **argv) {
         CK(cudaMalloc(&dq, s.cols));
         CK(cudaMalloc(&dd, s.cols / 32 * sizeof(float)));
         const qmm_x8 x8 = {dq, dd};
-        double gbs[16] = {0}, err[16] = {0}, err_x = 0;
+        double gbs[24] = {0}, err[24] = {0}, err_x = 0;
         for (int vi = 0; vi < n_versions; vi++) {
             qmm_args a = {dw, (int64_t)row, s.rows, s.cols, dx, s.cols, dy, s.rows, 1, nullptr};
             CK(cudaMemset(dy, 0xff, s.rows * sizeof(float))); /* NaN: every output must be written */
@@ -527,6 +738,7 @@ int main(int argc, char **argv) {
         cudaFree(dd);
         free(hw), free(hx), free(wrow), free(ref), free(ref8), free(xq), free(hy);
     }
+    fails += layer_bench(reps);
     printf("qmatmul: %d failed\n", fails);
     return fails != 0;
 }

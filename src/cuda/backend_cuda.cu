@@ -324,8 +324,8 @@ bool round_x8(const cuda_backend *b, const float *x, int32_t n, const dev_weight
     return false;
 }
 
-/* y = W x (+ bias); `rounded`: round_x8 holds x, so a product that takes
- * the int8 path reads it from there. */
+/* y = W x (+ bias); `rounded`: b->x8q / x8d hold x rounded, so a product
+ * that takes the int8 path reads it from there. */
 fasa_status matmul(const cuda_backend *b, const dev_weight &w, const float *x, int32_t n, float *y,
                    const float *bias, bool rounded) {
     qmm_args a = {w.data, w.row_bytes, w.rows, w.cols, x, w.cols, y, w.rows, n, bias};
@@ -339,9 +339,65 @@ fasa_status matmul(const cuda_backend *b, const dev_weight &w, const float *x, i
     return FASA_OK;
 }
 
-fasa_status rmsnorm(const cuda_backend *b, const float *x, const float *w, float *out, int32_t n) {
-    rmsnorm_kernel<<<n, 256, 0, stream_of(b)>>>(x, w, out, b->m->info.n_embd, b->m->rms_eps);
-    CUDA_TRY_LAUNCH("rmsnorm_kernel");
+/* The products of count (<= 3) matrices with one input: runs of the same
+ * format on the int8 path in one launch (version 7's segments: Q and K of a
+ * Q4_K_M layer), the others one by one. */
+fasa_status matmul_group(const cuda_backend *b, const dev_weight *const *w, float *const *y, const float *const *bias,
+                         int count, const float *x, int32_t n, bool rounded) {
+    for (int i = 0; i < count;) {
+        int j = i + 1;
+        if (rounded && QMM_KQ_DEFAULT == -2 && qmm_takes_x8(w[i]->type, n)) {
+            qmm_multi m = {};
+            for (; j < count && w[j]->type == w[i]->type; j++) {}
+            for (int k = i; k < j; k++) m.s[k - i] = qmm_seg{w[k]->data, w[k]->row_bytes, w[k]->rows, y[k], bias[k]};
+            m.n = j - i;
+            m.cols = w[i]->cols;
+            qmm7_launch_type(w[i]->type, m, qmm_x8{b->x8q, b->x8d}, stream_of(b));
+            CUDA_TRY_LAUNCH("qmm7_kernel");
+        } else {
+            fasa_status st = matmul(b, *w[i], x, n, y[i], bias[i], rounded);
+            if (st) return st;
+        }
+        i = j;
+    }
+    return FASA_OK;
+}
+
+/* b->gate = silu(W_gate x) * (W_up x): one launch on the int8 path when
+ * both have one format (version 7's gate-and-up form), else two products
+ * and the SwiGLU kernel. */
+fasa_status matmul_glu(const cuda_backend *b, const dev_layer *L, const float *x, int32_t n, bool rounded) {
+    if (rounded && QMM_KQ_DEFAULT == -2 && qmm_takes_x8(L->w_gate.type, n) && L->w_up.type == L->w_gate.type) {
+        qmm_multi m = {};
+        m.s[0] = qmm_seg{L->w_gate.data, L->w_gate.row_bytes, L->w_gate.rows, b->gate, nullptr};
+        m.s[1] = qmm_seg{L->w_up.data, L->w_up.row_bytes, L->w_up.rows, b->up, nullptr};
+        m.n = 2;
+        m.glu = 1;
+        m.cols = L->w_gate.cols;
+        qmm7_launch_type(L->w_gate.type, m, qmm_x8{b->x8q, b->x8d}, stream_of(b));
+        CUDA_TRY_LAUNCH("qmm7_kernel (gate and up)");
+        return FASA_OK;
+    }
+    const int64_t F = b->m->info.n_ff;
+    fasa_status st;
+    if ((st = matmul(b, L->w_gate, x, n, b->gate, nullptr, rounded)) ||
+        (st = matmul(b, L->w_up, x, n, b->up, nullptr, rounded)))
+        return st;
+    swiglu_kernel<<<grid_for((int64_t)n * F, 256), 256, 0, stream_of(b)>>>(b->gate, b->up, (int64_t)n * F);
+    CUDA_TRY_LAUNCH("swiglu_kernel");
+    return FASA_OK;
+}
+
+/* b->xb = RMSNorm(x) * w for n tokens, after x += add when add is given
+ * (the residual of the block before, in the same launch). For one decoded
+ * token whose next products (w0, w1, w2) take the int8 path, xb is also
+ * rounded into b->x8q / x8d; *rounded says whether. */
+fasa_status norm(const cuda_backend *b, float *x, const float *add, const float *w, int32_t n, bool *rounded,
+                 const dev_weight &w0, const dev_weight *w1 = nullptr, const dev_weight *w2 = nullptr) {
+    const int32_t E = b->m->info.n_embd;
+    *rounded = qmm_takes_x8(w0.type, n) || (w1 && qmm_takes_x8(w1->type, n)) || (w2 && qmm_takes_x8(w2->type, n));
+    norm_kernel<<<n, 256, 0, stream_of(b)>>>(x, add, w, b->xb, E, b->m->rms_eps, *rounded ? b->x8q : nullptr, b->x8d);
+    CUDA_TRY_LAUNCH("norm_kernel");
     return FASA_OK;
 }
 
@@ -362,40 +418,31 @@ fasa_status attention(cuda_backend *b, int32_t l, int32_t pos0, int32_t n) {
     return FASA_OK;
 }
 
-fasa_status layer_forward(cuda_backend *b, int32_t l, int32_t pos0, int32_t n) {
+/* Layer l for n tokens at pos0. `pending`: the previous layer's last
+ * product, still to be added to the residual stream (its add runs in this
+ * layer's first norm); this layer leaves its own in b->proj. */
+fasa_status layer_forward(cuda_backend *b, int32_t l, int32_t pos0, int32_t n, const float *pending) {
     const fasa_model_info *in = &b->m->info;
     const dev_layer *L = &b->layers[l];
-    const int32_t E = in->n_embd, d = in->head_dim;
-    const int64_t F = in->n_ff;
-    cudaStream_t s = stream_of(b);
+    const int32_t d = in->head_dim;
     const int half = in->rope_layout == FASA_ROPE_HALF;
     fasa_status st;
-    if ((st = rmsnorm(b, b->x, L->attn_norm, b->xb, n))) return st;
-    bool r = round_x8(b, b->xb, n, L->wq, &L->wk, &L->wv);
-    if ((st = matmul(b, L->wq, b->xb, n, b->q, L->bq, r)) || (st = matmul(b, L->wk, b->xb, n, b->k, L->bk, r)) ||
-        (st = matmul(b, L->wv, b->xb, n, b->v, L->bv, r)))
-        return st;
-    rope_kernel<<<grid_for((int64_t)n * in->n_heads * d / 2, 256), 256, 0, s>>>(b->q, n, in->n_heads, d, pos0,
-                                                                              b->inv_freq, half);
-    rope_kernel<<<grid_for((int64_t)n * in->n_kv_heads * d / 2, 256), 256, 0, s>>>(b->k, n, in->n_kv_heads, d, pos0,
-                                                                                 b->inv_freq, half);
+    bool r;
+    if ((st = norm(b, b->x, pending, L->attn_norm, n, &r, L->wq, &L->wk, &L->wv))) return st;
+    const dev_weight *qkv[3] = {&L->wq, &L->wk, &L->wv};
+    float *const out[3] = {b->q, b->k, b->v};
+    const float *const bias[3] = {L->bq, L->bk, L->bv};
+    if ((st = matmul_group(b, qkv, out, bias, 3, b->xb, n, r))) return st;
+    rope_kernel<<<grid_for((int64_t)n * (in->n_heads + in->n_kv_heads) * d / 2, 256), 256, 0, stream_of(b)>>>(
+        b->q, b->k, n, in->n_heads, in->n_kv_heads, d, pos0, b->inv_freq, half);
     CUDA_TRY_LAUNCH("rope_kernel");
     if ((st = fasa_cuda_layer_append_dev(b->kv[l], b->k, b->v, n)) || (st = attention(b, l, pos0, n))) return st;
     r = round_x8(b, b->xb, n, L->wo);
     if ((st = matmul(b, L->wo, b->xb, n, b->proj, nullptr, r))) return st;
-    add_kernel<<<grid_for((int64_t)n * E, 256), 256, 0, s>>>(b->x, b->proj, (int64_t)n * E);
-    CUDA_TRY_LAUNCH("add_kernel");
-    if ((st = rmsnorm(b, b->x, L->ffn_norm, b->xb, n))) return st;
-    r = round_x8(b, b->xb, n, L->w_gate, &L->w_up);
-    if ((st = matmul(b, L->w_gate, b->xb, n, b->gate, nullptr, r)) || (st = matmul(b, L->w_up, b->xb, n, b->up, nullptr, r)))
-        return st;
-    swiglu_kernel<<<grid_for((int64_t)n * F, 256), 256, 0, s>>>(b->gate, b->up, (int64_t)n * F);
-    CUDA_TRY_LAUNCH("swiglu_kernel");
+    if ((st = norm(b, b->x, b->proj, L->ffn_norm, n, &r, L->w_gate, &L->w_up))) return st;
+    if ((st = matmul_glu(b, L, b->xb, n, r))) return st;
     r = round_x8(b, b->gate, n, L->w_down);
-    if ((st = matmul(b, L->w_down, b->gate, n, b->proj, nullptr, r))) return st;
-    add_kernel<<<grid_for((int64_t)n * E, 256), 256, 0, s>>>(b->x, b->proj, (int64_t)n * E);
-    CUDA_TRY_LAUNCH("add_kernel");
-    return FASA_OK;
+    return matmul(b, L->w_down, b->gate, n, b->proj, nullptr, r);
 }
 
 struct embed_launcher {
@@ -422,10 +469,12 @@ fasa_status forward(cuda_backend *b, const int32_t *tokens, int32_t n, int32_t p
         return fasa_error(FASA_E_UNSUPPORTED, "the CUDA backend has no kernel for the embedding's type");
     CUDA_TRY_LAUNCH("embed_kernel");
     fasa_status st = FASA_OK;
-    for (int32_t l = 0; !st && l < in->n_layers; l++) st = layer_forward(b, l, pos0, n);
+    for (int32_t l = 0; !st && l < in->n_layers; l++) st = layer_forward(b, l, pos0, n, l ? b->proj : nullptr);
     if (st || first >= n) return st;
-    if ((st = rmsnorm(b, b->x + first * E, b->output_norm, b->xb, n - first))) return st;
-    return matmul(b, b->output, b->xb, n - first, b->logits, nullptr, round_x8(b, b->xb, n - first, b->output));
+    bool r;
+    const float *pending = in->n_layers ? b->proj + first * E : nullptr;
+    if ((st = norm(b, b->x + first * E, pending, b->output_norm, n - first, &r, b->output))) return st;
+    return matmul(b, b->output, b->xb, n - first, b->logits, nullptr, r);
 }
 
 fasa_status download_logits(cuda_backend *b, float *dst, int32_t n_rows) {

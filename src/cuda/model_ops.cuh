@@ -1,6 +1,7 @@
-/* The forward pass's small kernels on the GPU: embedding rows, RMSNorm,
- * RoPE, SwiGLU, residual adds, and next-token selection (greedy argmax and
- * the sampler's top-k / top-p / temperature draw). Each mirrors the CPU's
+/* The forward pass's small kernels on the GPU: embedding rows, RMSNorm
+ * (with the residual add before it), RoPE, SwiGLU, and next-token selection
+ * (greedy argmax and the sampler's top-k / top-p / temperature draw). Each
+ * mirrors the CPU's
  * code in forward.c and sampler.c, so that both backends compute the same
  * function; the matrix products are in qmatmul.cuh, attention in attn.cuh. */
 #ifndef FASA_CUDA_MODEL_OPS_CUH
@@ -37,29 +38,45 @@ __device__ __forceinline__ float block_sum(float v, float *scratch32) {
     return v;
 }
 
-/* out[t] = x[t] / sqrt(mean(x[t]^2) + eps) * w: one CTA per token. */
-__global__ void rmsnorm_kernel(const float *x, const float *w, float *out, int32_t E, float eps) {
+/* out[t] = x[t] / sqrt(mean(x[t]^2) + eps) * w: one CTA per token, after
+ * x[t] += add[t] when add is given (the residual of the block before,
+ * folded into this launch). With q8, out is also rounded to int8 in groups
+ * of 32 (qmm_round32) for the products that read it; E is then a multiple
+ * of 32 and blockDim.x a multiple of 32, so every warp rounds whole groups. */
+__global__ void norm_kernel(float *x, const float *add, const float *w, float *out, int32_t E, float eps, int8_t *q8,
+                            float *d8) {
     __shared__ float s[32];
-    const float *xr = x + (int64_t)blockIdx.x * E;
+    float *xr = x + (int64_t)blockIdx.x * E;
+    const float *ar = add ? add + (int64_t)blockIdx.x * E : nullptr;
     float ss = 0.f;
-    for (int i = threadIdx.x; i < E; i += blockDim.x) ss += xr[i] * xr[i];
+    for (int i = threadIdx.x; i < E; i += blockDim.x) {
+        const float v = ar ? xr[i] + ar[i] : xr[i];
+        if (ar) xr[i] = v;
+        ss += v * v;
+    }
     ss = block_sum(ss, s);
     const float r = rsqrtf(ss / E + eps);
     float *o = out + (int64_t)blockIdx.x * E;
-    for (int i = threadIdx.x; i < E; i += blockDim.x) o[i] = xr[i] * r * w[i];
+    for (int i = threadIdx.x; i < E; i += blockDim.x) {
+        const float v = xr[i] * r * w[i];
+        o[i] = v;
+        if (q8) qmm_round32(v, i & 31, q8 + (i & ~31), d8 + i / 32);
+    }
 }
 
-/* RoPE on n tokens of [n][n_heads][D] at positions pos0 ..; the angle in
- * double, as on the CPU (at large positions a float product loses the low
- * bits that set the fast frequencies' phase). half_split: pairs (i, i + D/2),
- * else (2i, 2i + 1). One thread per pair. */
-__global__ void rope_kernel(float *x, int32_t n, int32_t n_heads, int32_t D, int32_t pos0, const float *inv_freq,
-                            int half_split) {
-    const int64_t pairs = (int64_t)n * n_heads * (D / 2);
+/* RoPE on n tokens of q [n][n_heads][D] and k [n][n_kv][D] at positions
+ * pos0 ..; the angle in double, as on the CPU (at large positions a float
+ * product loses the low bits that set the fast frequencies' phase).
+ * half_split: pairs (i, i + D/2), else (2i, 2i + 1). One thread per pair. */
+__global__ void rope_kernel(float *q, float *k, int32_t n, int32_t n_heads, int32_t n_kv, int32_t D, int32_t pos0,
+                            const float *inv_freq, int half_split) {
+    const int32_t heads = n_heads + n_kv;
+    const int64_t pairs = (int64_t)n * heads * (D / 2);
     for (int64_t p = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; p < pairs; p += (int64_t)gridDim.x * blockDim.x) {
         const int i = (int)(p % (D / 2));
-        const int64_t th = p / (D / 2), t = th / n_heads;
-        float *v = x + th * D;
+        const int64_t th = p / (D / 2), t = th / heads;
+        const int32_t h = (int32_t)(th % heads);
+        float *v = h < n_heads ? q + (t * n_heads + h) * D : k + (t * n_kv + h - n_heads) * D;
         const int a = half_split ? i : 2 * i, b = half_split ? i + D / 2 : 2 * i + 1;
         double sd, cd;
         sincos((double)(pos0 + t) * (double)inv_freq[i], &sd, &cd);
@@ -75,11 +92,6 @@ __global__ void swiglu_kernel(float *gate, const float *up, int64_t n) {
         const float g = gate[i];
         gate[i] = g / (1.0f + expf(-g)) * up[i];
     }
-}
-
-__global__ void add_kernel(float *x, const float *y, int64_t n) {
-    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
-        x[i] += y[i];
 }
 
 /* ---- next-token selection ------------------------------------------- */

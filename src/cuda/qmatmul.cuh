@@ -194,20 +194,25 @@ struct qmm_x8 {
     const float *d;  /* [cols / 32] */
 };
 
-/* x to int8, one warp per group of 32. n is a multiple of 32. */
-__global__ void qmm_quantize_x8_kernel(const float *x, int64_t n, int8_t *q, float *d) {
-    const int64_t g = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
-    const int lane = threadIdx.x & 31;
-    if (32 * g >= n) return;
-    const float v = x[32 * g + lane];
+/* Rounds the group of 32 values v (one per lane of a whole warp) into
+ * q[lane] and *d. */
+__device__ __forceinline__ void qmm_round32(float v, int lane, int8_t *q, float *d) {
     float m = fabsf(v);
     bool finite = isfinite(v);
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
     finite = __all_sync(0xffffffffu, finite);
     const float dg = finite ? m / 127.f : __int_as_float(0x7fc00000); /* NaN in, NaN out */
-    q[32 * g + lane] = (int8_t)(finite && m > 0.f ? __float2int_rn(v / dg) : 0);
-    if (lane == 0) d[g] = dg;
+    q[lane] = (int8_t)(finite && m > 0.f ? __float2int_rn(v / dg) : 0);
+    if (lane == 0) *d = dg;
+}
+
+/* x to int8, one warp per group of 32. n is a multiple of 32. */
+__global__ void qmm_quantize_x8_kernel(const float *x, int64_t n, int8_t *q, float *d) {
+    const int64_t g = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    const int lane = threadIdx.x & 31;
+    if (32 * g >= n) return;
+    qmm_round32(x[32 * g + lane], lane, q + 32 * g, d + g);
 }
 
 /* Q4_K: sub-block s is d sc[s] n - dmin mn[s]; a lane's part of it is
@@ -387,6 +392,202 @@ static void qmm_kq_staged_launch(const qmm_args &a, const qmm_x8 &x8, cudaStream
     else qmm_kq_staged_kernel<KQ, 8, 2048><<<(unsigned)((a.rows + 7) / 8), 256, 0, st>>>(a, x8);
 }
 
+/* ---- version 7: eight lanes per block, a row's blocks in flight ----------
+ * A warp step covers four blocks (lanes 8i .. 8i + 7 take block i of the
+ * step, a quarter of its elements each), so a lane's share of a block is one
+ * 16-byte load (Q4_K's codes; Q6_K's 2-byte aligned blocks as aligned words)
+ * and a warp keeps U steps, 4 U blocks, in flight in few registers: a whole
+ * 4096-column row at U = 4 (2.3 KB of Q4_K), where versions 5 and 6 held one
+ * block per warp step in registers or staged the row through shared memory.
+ * One launch also takes several matrices of one format that read the same
+ * input (segments: Q and K), and gate and up together, whose warps compute a
+ * row of each and write silu(gate) * up (the CPU's SwiGLU). */
+
+/* A weight load that skips L1 (the activations live there). */
+__device__ __forceinline__ uint4 qmm_ld_stream(const void *p) {
+    uint4 v;
+    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                 : "l"(p));
+    return v;
+}
+__device__ __forceinline__ uint32_t qmm_ld_stream32(const uint32_t *p) {
+    uint32_t v;
+    asm volatile("ld.global.nc.L1::no_allocate.u32 %0, [%1];\n" : "=r"(v) : "l"(p));
+    return v;
+}
+
+struct qmm_seg {
+    const uint8_t *w;  /* rows of row_bytes each */
+    int64_t row_bytes, rows;
+    float *y;          /* [rows] */
+    const float *bias; /* optional [rows] */
+};
+
+struct qmm_multi {
+    qmm_seg s[3];
+    int32_t n;    /* segments; rows of the launch = their rows, one after another */
+    int32_t glu;  /* 1: s[0] gate and s[1] up of one shape; s[0].y = silu(gate) * up */
+    int64_t cols; /* a multiple of 256 */
+};
+
+/* Q4_K: lane k of a block loads code bytes 16 k .. 16 k + 15, the low and
+ * high nibbles of sub-blocks 2 j and 2 j + 1 (j = k / 2), 16 elements of each. */
+struct qmm7_q4k {
+    static constexpr int bytes = 144;
+    struct frag {
+        uint4 h, q; /* d | dmin and the 12 scale bytes; 16 code bytes */
+    };
+    static __device__ __forceinline__ void load(frag &f, const uint8_t *blk, int k) {
+        f.h = qmm_ld_stream(blk);
+        f.q = qmm_ld_stream(blk + 16 + 16 * k);
+    }
+    static __device__ __forceinline__ float dot(const frag &f, const qmm_x8 &x8, int64_t b, int k) {
+        const int j = k >> 1;
+        const int8_t *xp = x8.q + 256 * b + 64 * j + 16 * (k & 1);
+        const int4 xl = __ldg(reinterpret_cast<const int4 *>(xp)), xh = __ldg(reinterpret_cast<const int4 *>(xp + 32));
+        const float2 dx = __ldg(reinterpret_cast<const float2 *>(x8.d + 8 * b + 2 * j));
+        const uint32_t m4 = 0x0F0F0F0Fu, one = 0x01010101u;
+        int nl = __dp4a((int)(f.q.x & m4), xl.x, 0), nh = __dp4a((int)((f.q.x >> 4) & m4), xh.x, 0);
+        nl = __dp4a((int)(f.q.y & m4), xl.y, nl), nh = __dp4a((int)((f.q.y >> 4) & m4), xh.y, nh);
+        nl = __dp4a((int)(f.q.z & m4), xl.z, nl), nh = __dp4a((int)((f.q.z >> 4) & m4), xh.z, nh);
+        nl = __dp4a((int)(f.q.w & m4), xl.w, nl), nh = __dp4a((int)((f.q.w >> 4) & m4), xh.w, nh);
+        const int sl = __dp4a((int)one, xl.w, __dp4a((int)one, xl.z, __dp4a((int)one, xl.y, __dp4a((int)one, xl.x, 0))));
+        const int sh = __dp4a((int)one, xh.w, __dp4a((int)one, xh.z, __dp4a((int)one, xh.y, __dp4a((int)one, xh.x, 0))));
+        int sc0, mn0, sc1, mn1;
+        qmm_k_scale_min(f.h.y, f.h.z, f.h.w, 2 * j, sc0, mn0);
+        qmm_k_scale_min(f.h.y, f.h.z, f.h.w, 2 * j + 1, sc1, mn1);
+        const float d = qmm_half(f.h.x), dmin = qmm_half(f.h.x >> 16);
+        return dx.x * (d * (float)(sc0 * nl) - dmin * (float)(mn0 * sl)) +
+               dx.y * (d * (float)(sc1 * nh) - dmin * (float)(mn1 * sh));
+    }
+};
+
+/* Q6_K: lane k of a block takes elements l0 .. l0 + 7 (l0 = 8 (k & 3)) of
+ * the four 32-element quarters of half h = k / 4; their low nibbles are
+ * bytes l0 .. of ql's two 32-byte runs, their high bit pairs bytes l0 .. of
+ * qh, each read as three aligned words and shifted into place (every offset
+ * is a multiple of 8 from the block's start, so one shift serves all). */
+struct qmm7_q6k {
+    static constexpr int bytes = 210;
+    struct frag {
+        uint32_t la[3], lb[3], qh[3], sc[3];
+        uint32_t d;
+        int sh;
+    };
+    static __device__ __forceinline__ void load(frag &f, const uint8_t *blk, int k) {
+        const int h = k >> 2, l0 = 8 * (k & 3);
+        const uint32_t *a = reinterpret_cast<const uint32_t *>((uintptr_t)blk & ~(uintptr_t)3);
+        f.sh = (int)((uintptr_t)blk & 3) * 8;
+        const uint32_t *pa = a + (64 * h + l0) / 4, *pb = a + (64 * h + 32 + l0) / 4, *ph = a + (128 + 32 * h + l0) / 4,
+                       *ps = a + (192 + 8 * h) / 4;
+#pragma unroll
+        for (int i = 0; i < 3; ++i) {
+            f.la[i] = qmm_ld_stream32(pa + i), f.lb[i] = qmm_ld_stream32(pb + i);
+            f.qh[i] = qmm_ld_stream32(ph + i), f.sc[i] = qmm_ld_stream32(ps + i);
+        }
+        f.d = *reinterpret_cast<const uint16_t *>(blk + 208);
+    }
+    static __device__ __forceinline__ float dot(const frag &f, const qmm_x8 &x8, int64_t b, int k) {
+        const int h = k >> 2, l0 = 8 * (k & 3), is = (k & 3) >> 1;
+        const uint32_t a0 = __funnelshift_r(f.la[0], f.la[1], f.sh), a1 = __funnelshift_r(f.la[1], f.la[2], f.sh);
+        const uint32_t b0 = __funnelshift_r(f.lb[0], f.lb[1], f.sh), b1 = __funnelshift_r(f.lb[1], f.lb[2], f.sh);
+        const uint32_t h0 = __funnelshift_r(f.qh[0], f.qh[1], f.sh), h1 = __funnelshift_r(f.qh[1], f.qh[2], f.sh);
+        const uint32_t s0 = __funnelshift_r(f.sc[0], f.sc[1], f.sh), s1 = __funnelshift_r(f.sc[1], f.sc[2], f.sh);
+        const int8_t *xp = x8.q + 256 * b + 128 * h + l0;
+        const float4 dx = __ldg(reinterpret_cast<const float4 *>(x8.d + 8 * b + 4 * h));
+        const float dxs[4] = {dx.x, dx.y, dx.z, dx.w};
+        float acc = 0.f;
+#pragma unroll
+        for (int m = 0; m < 4; ++m) {
+            const uint32_t lo0 = m & 1 ? b0 : a0, lo1 = m & 1 ? b1 : a1;
+            const int ls = 4 * (m >> 1), hs = 2 * m;
+            const uint32_t n0 = ((lo0 >> ls) & 0x0F0F0F0Fu) | (((h0 >> hs) & 0x03030303u) << 4);
+            const uint32_t n1 = ((lo1 >> ls) & 0x0F0F0F0Fu) | (((h1 >> hs) & 0x03030303u) << 4);
+            const int2 x = __ldg(reinterpret_cast<const int2 *>(xp + 32 * m));
+            const int nq = __dp4a((int)__vsub4(n1, 0x20202020u), x.y, __dp4a((int)__vsub4(n0, 0x20202020u), x.x, 0));
+            const uint32_t sw = m < 2 ? s0 : s1; /* scale byte is + 2 m of the half's 8 */
+            const int sc = (int)(int8_t)(sw >> (8 * (is + 2 * (m & 1))));
+            acc += dxs[m] * (float)(sc * nq);
+        }
+        return qmm_half(f.d) * acc;
+    }
+};
+
+/* NM matrices per warp (1, or 2 for gate and up), U warp steps of loads in
+ * flight per matrix before the first is used; 8 warps per CTA. */
+template <class KQ, int NM, int U>
+__global__ void __launch_bounds__(256) qmm7_kernel(const qmm_multi m, const qmm_x8 x8) {
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, k = lane & 7, sub = lane >> 3;
+    int64_t row = (int64_t)blockIdx.x * 8 + warp;
+    int s = 0;
+    if (NM == 1)
+        while (s < m.n - 1 && row >= m.s[s].rows) row -= m.s[s].rows, ++s;
+    if (row >= m.s[s].rows) return;
+    const int64_t nb = m.cols / 256;
+    const uint8_t *w[NM];
+#pragma unroll
+    for (int i = 0; i < NM; ++i) w[i] = m.s[s + i].w + row * m.s[s + i].row_bytes;
+    float acc[NM];
+#pragma unroll
+    for (int i = 0; i < NM; ++i) acc[i] = 0.f;
+    for (int64_t b0 = sub; b0 < nb; b0 += 4 * U) {
+        typename KQ::frag f[NM][U];
+#pragma unroll
+        for (int u = 0; u < U; ++u)
+#pragma unroll
+            for (int i = 0; i < NM; ++i)
+                if (b0 + 4 * u < nb) KQ::load(f[i][u], w[i] + (b0 + 4 * u) * KQ::bytes, k);
+#pragma unroll
+        for (int u = 0; u < U; ++u)
+#pragma unroll
+            for (int i = 0; i < NM; ++i)
+                if (b0 + 4 * u < nb) acc[i] += KQ::dot(f[i][u], x8, b0 + 4 * u, k);
+    }
+#pragma unroll
+    for (int i = 0; i < NM; ++i)
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) acc[i] += __shfl_xor_sync(0xffffffffu, acc[i], o);
+    if (lane) return;
+    if (NM == 2) {
+        const float g = acc[0];
+        m.s[0].y[row] = g / (1.0f + expf(-g)) * acc[1];
+    } else {
+        m.s[s].y[row] = acc[0] + (m.s[s].bias ? m.s[s].bias[row] : 0.f);
+    }
+}
+
+/* Warp steps in flight per matrix (0: per format, Q4_K 4, a 4096-column
+ * row whole at 64 registers; Q6_K 2, whose 4 would take 97). */
+#ifndef QMM7_UNROLL
+#define QMM7_UNROLL 0
+#endif
+
+template <class KQ> static void qmm7_launch(const qmm_multi &m, const qmm_x8 &x8, cudaStream_t st, int unroll) {
+    int64_t rows = 0;
+    for (int i = 0; i < (m.glu ? 1 : m.n); i++) rows += m.s[i].rows;
+    const unsigned grid = (unsigned)((rows + 7) / 8);
+    if (m.glu) {
+        if (unroll >= 4) qmm7_kernel<KQ, 2, 2><<<grid, 256, 0, st>>>(m, x8);
+        else qmm7_kernel<KQ, 2, 1><<<grid, 256, 0, st>>>(m, x8);
+    } else if (unroll >= 4) {
+        qmm7_kernel<KQ, 1, 4><<<grid, 256, 0, st>>>(m, x8);
+    } else if (unroll == 2) {
+        qmm7_kernel<KQ, 1, 2><<<grid, 256, 0, st>>>(m, x8);
+    } else {
+        qmm7_kernel<KQ, 1, 1><<<grid, 256, 0, st>>>(m, x8);
+    }
+}
+
+/* Version 7 on type's weights (Q4_K or Q6_K); false for another type. */
+static bool qmm7_launch_type(uint32_t type, const qmm_multi &m, const qmm_x8 &x8, cudaStream_t st,
+                             int unroll = QMM7_UNROLL) {
+    if (type == FASA_TYPE_Q4_K) qmm7_launch<qmm7_q4k>(m, x8, st, unroll ? unroll : 4);
+    else if (type == FASA_TYPE_Q6_K) qmm7_launch<qmm7_q6k>(m, x8, st, unroll ? unroll : 2);
+    else return false;
+    return true;
+}
+
 /* Whether a product takes the int8 path: one token on Q4_K or Q6_K weights. */
 static bool qmm_takes_x8(uint32_t type, int32_t n_tok) {
     return n_tok == 1 && (type == FASA_TYPE_Q4_K || type == FASA_TYPE_Q6_K);
@@ -398,20 +599,26 @@ static void qmm_quantize_x8(const float *x, int64_t n, int8_t *q, float *d, cuda
 }
 
 /* The kernel of the int8 path: QMM_KQ_DEFAULT warps per row of the
- * register-load kernel (0: qmm_kq_split's choice; workbench version 5), or
- * -1 for the staged kernel (version 6, 1.2-1.6x version 5 on the large
- * matrices on an H200, docs/perf-notes.md). */
+ * register-load kernel (0: qmm_kq_split's choice; workbench version 5), -1
+ * for the staged kernel (version 6), or -2 for version 7 (the default;
+ * bench/cuda/qmatmul.cu times them side by side, docs/perf-notes.md). */
 #ifndef QMM_KQ_DEFAULT
-#define QMM_KQ_DEFAULT -1
+#define QMM_KQ_DEFAULT -2
 #endif
 
 /* y = W x' (+ bias) for one token with x' in x8; false unless qmm_takes_x8.
- * ksplit: warps per row of the register-load kernel (0: qmm_kq_split's
- * choice), or -1 for the staged kernel with pieces of `piece` bytes. */
+ * ksplit: as QMM_KQ_DEFAULT; piece: the staged kernel's piece bytes. */
 static bool qmm_launch_x8(uint32_t type, const qmm_args &a, const qmm_x8 &x8, cudaStream_t st,
                           int ksplit = QMM_KQ_DEFAULT, int piece = QMM_KQ_PIECE) {
     if (!qmm_takes_x8(type, a.n_tok)) return false;
     const bool q4 = type == FASA_TYPE_Q4_K;
+    if (ksplit == -2) {
+        qmm_multi m = {};
+        m.s[0] = qmm_seg{a.w, a.row_bytes, a.rows, a.y, a.bias};
+        m.n = 1;
+        m.cols = a.cols;
+        return qmm7_launch_type(type, m, x8, st);
+    }
     if (ksplit < 0) {
         if (q4) qmm_kq_staged_launch<qmm_kq_q4k>(a, x8, st, piece);
         else qmm_kq_staged_launch<qmm_kq_q6k>(a, x8, st, piece);
