@@ -70,6 +70,8 @@ struct cuda_backend {
     uint64_t act_bytes;
     attn_policy *policy;
     int32_t budget;          /* FASA step budget, 0 = dense */
+    cudaGraphExec_t *graphs; /* [n_layers]: each layer's decode launches, re-captured per step */
+    bool use_graphs;         /* false: FASA_CUDA_GRAPHS=0 in the environment (for comparisons) */
 };
 
 cuda_backend *be(const fasa_context *c) { return (cuda_backend *)c->be; }
@@ -232,6 +234,14 @@ void free_caches(const fasa_model_info *in, fasa_cuda_ctx *actx, fasa_cuda_layer
 
 /* ---- init / free ------------------------------------------------------ */
 
+void drop_graphs(cuda_backend *b) {
+    for (int32_t l = 0; b->graphs && l < b->m->info.n_layers; l++)
+        if (b->graphs[l]) {
+            cudaGraphExecDestroy(b->graphs[l]);
+            b->graphs[l] = nullptr;
+        }
+}
+
 fasa_status alloc_activations(cuda_backend *b) {
     const fasa_model_info *in = &b->m->info;
     const int64_t B = b->n_batch, E = in->n_embd, HD = (int64_t)in->n_heads * in->head_dim;
@@ -264,6 +274,8 @@ void cuda_free(fasa_context *c) {
     cuda_backend *b = be(c);
     if (!b) return;
     if (b->actx) cudaStreamSynchronize(stream_of(b));
+    drop_graphs(b);
+    free(b->graphs);
     free_caches(&b->m->info, b->actx, b->kv);
     void *bufs[] = {b->weights, b->x,       b->xb,      b->q,       b->k,      b->v,      b->gate,
                     b->up,      b->proj,    b->logits,  b->tokens,  b->sample, b->keys[0], b->keys[1],
@@ -299,7 +311,10 @@ fasa_status cuda_init(fasa_context *c, const fasa_context_params *p) {
     b->device = p->cuda_device;
     b->mode = p->device == FASA_DEVICE_CUDA ? FASA_CUDA_MODE_C : FASA_CUDA_MODE_M;
     b->n_batch = n_batch;
-    if (!(b->layers = (dev_layer *)calloc((size_t)in->n_layers, sizeof *b->layers)))
+    const char *g = getenv("FASA_CUDA_GRAPHS");
+    b->use_graphs = !(g && !strcmp(g, "0"));
+    if (!(b->layers = (dev_layer *)calloc((size_t)in->n_layers, sizeof *b->layers)) ||
+        !(b->graphs = (cudaGraphExec_t *)calloc((size_t)in->n_layers, sizeof *b->graphs)))
         st = fasa_error(FASA_E_NOMEM, "out of memory for the GPU layer table");
     if (!st) st = make_caches(b, c, nullptr, 0, FASA_CUDA_LABEL_F16, &b->actx, &b->kv);
     if (!st) st = upload_weights(b);
@@ -445,6 +460,41 @@ fasa_status layer_forward(cuda_backend *b, int32_t l, int32_t pos0, int32_t n, c
     return matmul(b, L->w_down, b->gate, n, b->proj, nullptr, r);
 }
 
+/* A decoded token's layer l as one CUDA graph: its launches (a dozen, with
+ * the attention library's programmatic dependent launches) are captured,
+ * the layer's executable graph is updated in place with them (the kernels
+ * and their order stay; positions, lengths and grids change from step to
+ * step) or made anew when the pipeline changed shape, and launched. A
+ * graph runs its kernels back to back on the GPU, where separate launches
+ * leave gaps of microseconds between small kernels, and the host captures
+ * the next layer while the GPU runs this one. */
+fasa_status layer_graph(cuda_backend *b, int32_t l, int32_t pos0, const float *pending) {
+    cudaStream_t s = stream_of(b);
+    CUDA_TRY(cudaStreamBeginCapture(s, cudaStreamCaptureModeRelaxed));
+    const fasa_status st = layer_forward(b, l, pos0, 1, pending);
+    cudaGraph_t g = nullptr;
+    const cudaError_t e = cudaStreamEndCapture(s, &g);
+    if (st || e != cudaSuccess) {
+        if (g) cudaGraphDestroy(g);
+        return st ? st : cuda_status(e, "cudaStreamEndCapture (a layer's decode launches)", __FILE__, __LINE__);
+    }
+    cudaGraphExecUpdateResultInfo info;
+    if (!b->graphs[l] || cudaGraphExecUpdate(b->graphs[l], g, &info) != cudaSuccess) {
+        cudaGetLastError(); /* a failed update is not an error: the graph is made anew */
+        if (b->graphs[l]) cudaGraphExecDestroy(b->graphs[l]);
+        b->graphs[l] = nullptr;
+        const cudaError_t ei = cudaGraphInstantiate(&b->graphs[l], g, 0);
+        if (ei != cudaSuccess) {
+            cudaGraphDestroy(g);
+            b->graphs[l] = nullptr;
+            return cuda_status(ei, "cudaGraphInstantiate (a layer's decode graph)", __FILE__, __LINE__);
+        }
+    }
+    cudaGraphDestroy(g);
+    CUDA_TRY(cudaGraphLaunch(b->graphs[l], s));
+    return FASA_OK;
+}
+
 struct embed_launcher {
     const uint8_t *table;
     int64_t row_bytes;
@@ -469,7 +519,10 @@ fasa_status forward(cuda_backend *b, const int32_t *tokens, int32_t n, int32_t p
         return fasa_error(FASA_E_UNSUPPORTED, "the CUDA backend has no kernel for the embedding's type");
     CUDA_TRY_LAUNCH("embed_kernel");
     fasa_status st = FASA_OK;
-    for (int32_t l = 0; !st && l < in->n_layers; l++) st = layer_forward(b, l, pos0, n, l ? b->proj : nullptr);
+    for (int32_t l = 0; !st && l < in->n_layers; l++) {
+        const float *pending = l ? b->proj : nullptr;
+        st = n == 1 && b->use_graphs ? layer_graph(b, l, pos0, pending) : layer_forward(b, l, pos0, n, pending);
+    }
     if (st || first >= n) return st;
     bool r;
     const float *pending = in->n_layers ? b->proj + first * E : nullptr;
@@ -611,6 +664,7 @@ fasa_status cuda_set_policy(fasa_context *c, attn_policy *p) {
     }
     if (p) {
         cudaStreamSynchronize(stream_of(b));
+        drop_graphs(b); /* they name the old caches */
         free_caches(&b->m->info, b->actx, b->kv);
         b->actx = actx;
         b->kv = layers;
