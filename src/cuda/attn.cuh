@@ -33,6 +33,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "launch.cuh"
+
 #define ATTN_FULL_MASK 0xffffffffu
 #define ATTN_MAX_WARPS 8
 #define ATTN_MAX_SPLITS 512
@@ -199,22 +201,6 @@ __device__ __forceinline__ float warp_sum(float x) {
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(ATTN_FULL_MASK, x, o);
     return x;
-}
-
-/* Programmatic dependent launch (sm_90): a kernel launched with the PDL
- * attribute may start while its predecessor finishes; it must wait before
- * touching anything the predecessor writes or reads. Without the attribute
- * both are no-ops. */
-__device__ __forceinline__ void pdl_wait(void) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("griddepcontrol.wait;" ::: "memory");
-#endif
-}
-
-__device__ __forceinline__ void pdl_trigger(void) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
 }
 
 __device__ __forceinline__ void prefetch_l2(const void *p) {
@@ -446,38 +432,6 @@ static inline size_t attn_smem_bytes(int hpu, int n_splits, int D, int warps) {
     return 4 * (combine > merge ? combine : merge);
 }
 
-/* Enqueues a kernel, with the programmatic-dependent-launch attribute when
- * pdl, and as clusters of `cluster` CTAs along x when cluster > 0. */
-template <typename... P, typename... A>
-static inline cudaError_t launch_kc(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t st,
-                                    bool pdl, unsigned cluster, A... args) {
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = grid;
-    cfg.blockDim = block;
-    cfg.dynamicSmemBytes = smem;
-    cfg.stream = st;
-    cudaLaunchAttribute attr[2];
-    unsigned n = 0;
-    if (pdl) {
-        attr[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-        attr[n++].val.programmaticStreamSerializationAllowed = 1;
-    }
-    if (cluster > 0) {
-        attr[n].id = cudaLaunchAttributeClusterDimension;
-        attr[n].val.clusterDim.x = cluster;
-        attr[n].val.clusterDim.y = 1;
-        attr[n++].val.clusterDim.z = 1;
-    }
-    cfg.attrs = attr;
-    cfg.numAttrs = n;
-    return cudaLaunchKernelEx(&cfg, kernel, args...);
-}
-
-template <typename... P, typename... A>
-static inline cudaError_t launch_k(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t st,
-                                   bool pdl, A... args) {
-    return launch_kc(kernel, grid, block, smem, st, pdl, 0u, args...);
-}
 
 static inline void *attn_kernel_ptr(int D, bool gather) {
     if (D == 128) return gather ? (void *)attn_split_kernel<128, true> : (void *)attn_split_kernel<128, false>;

@@ -71,7 +71,7 @@ struct cuda_backend {
     attn_policy *policy;
     int32_t budget;          /* FASA step budget, 0 = dense */
     cudaGraphExec_t *graphs; /* [n_layers]: each layer's decode launches, re-captured per step */
-    bool use_graphs;         /* false: FASA_CUDA_GRAPHS=0 in the environment (for comparisons) */
+    bool use_graphs;         /* FASA_CUDA_GRAPHS=1 in the environment: decode layers as graphs */
 };
 
 cuda_backend *be(const fasa_context *c) { return (cuda_backend *)c->be; }
@@ -312,7 +312,7 @@ fasa_status cuda_init(fasa_context *c, const fasa_context_params *p) {
     b->mode = p->device == FASA_DEVICE_CUDA ? FASA_CUDA_MODE_C : FASA_CUDA_MODE_M;
     b->n_batch = n_batch;
     const char *g = getenv("FASA_CUDA_GRAPHS");
-    b->use_graphs = !(g && !strcmp(g, "0"));
+    b->use_graphs = g && !strcmp(g, "1");
     if (!(b->layers = (dev_layer *)calloc((size_t)in->n_layers, sizeof *b->layers)) ||
         !(b->graphs = (cudaGraphExec_t *)calloc((size_t)in->n_layers, sizeof *b->graphs)))
         st = fasa_error(FASA_E_NOMEM, "out of memory for the GPU layer table");
@@ -398,8 +398,8 @@ fasa_status matmul_glu(const cuda_backend *b, const dev_layer *L, const float *x
     if ((st = matmul(b, L->w_gate, x, n, b->gate, nullptr, rounded)) ||
         (st = matmul(b, L->w_up, x, n, b->up, nullptr, rounded)))
         return st;
-    swiglu_kernel<<<grid_for((int64_t)n * F, 256), 256, 0, stream_of(b)>>>(b->gate, b->up, (int64_t)n * F);
-    CUDA_TRY_LAUNCH("swiglu_kernel");
+    CUDA_TRY(launch_k(swiglu_kernel, dim3(grid_for((int64_t)n * F, 256)), dim3(256), 0, stream_of(b), true, b->gate,
+                      (const float *)b->up, (int64_t)n * F));
     return FASA_OK;
 }
 
@@ -411,8 +411,8 @@ fasa_status norm(const cuda_backend *b, float *x, const float *add, const float 
                  const dev_weight &w0, const dev_weight *w1 = nullptr, const dev_weight *w2 = nullptr) {
     const int32_t E = b->m->info.n_embd;
     *rounded = qmm_takes_x8(w0.type, n) || (w1 && qmm_takes_x8(w1->type, n)) || (w2 && qmm_takes_x8(w2->type, n));
-    norm_kernel<<<n, 256, 0, stream_of(b)>>>(x, add, w, b->xb, E, b->m->rms_eps, *rounded ? b->x8q : nullptr, b->x8d);
-    CUDA_TRY_LAUNCH("norm_kernel");
+    CUDA_TRY(launch_k(norm_kernel, dim3(n), dim3(256), 0, stream_of(b), true, x, add, w, b->xb, E, b->m->rms_eps,
+                      *rounded ? b->x8q : nullptr, b->x8d));
     return FASA_OK;
 }
 
@@ -448,9 +448,9 @@ fasa_status layer_forward(cuda_backend *b, int32_t l, int32_t pos0, int32_t n, c
     float *const out[3] = {b->q, b->k, b->v};
     const float *const bias[3] = {L->bq, L->bk, L->bv};
     if ((st = matmul_group(b, qkv, out, bias, 3, b->xb, n, r))) return st;
-    rope_kernel<<<grid_for((int64_t)n * (in->n_heads + in->n_kv_heads) * d / 2, 256), 256, 0, stream_of(b)>>>(
-        b->q, b->k, n, in->n_heads, in->n_kv_heads, d, pos0, b->inv_freq, half);
-    CUDA_TRY_LAUNCH("rope_kernel");
+    CUDA_TRY(launch_k(rope_kernel, dim3(grid_for((int64_t)n * (in->n_heads + in->n_kv_heads) * d / 2, 256)), dim3(256),
+                      0, stream_of(b), true, b->q, b->k, n, in->n_heads, in->n_kv_heads, d, pos0,
+                      (const float *)b->inv_freq, half));
     if ((st = fasa_cuda_layer_append_dev(b->kv[l], b->k, b->v, n)) || (st = attention(b, l, pos0, n))) return st;
     r = round_x8(b, b->xb, n, L->wo);
     if ((st = matmul(b, L->wo, b->xb, n, b->proj, nullptr, r))) return st;
@@ -460,14 +460,16 @@ fasa_status layer_forward(cuda_backend *b, int32_t l, int32_t pos0, int32_t n, c
     return matmul(b, L->w_down, b->gate, n, b->proj, nullptr, r);
 }
 
-/* A decoded token's layer l as one CUDA graph: its launches (a dozen, with
- * the attention library's programmatic dependent launches) are captured,
+/* A decoded token's layer l as one CUDA graph: its launches are captured,
  * the layer's executable graph is updated in place with them (the kernels
  * and their order stay; positions, lengths and grids change from step to
- * step) or made anew when the pipeline changed shape, and launched. A
- * graph runs its kernels back to back on the GPU, where separate launches
- * leave gaps of microseconds between small kernels, and the host captures
- * the next layer while the GPU runs this one. */
+ * step) or made anew when the pipeline changed shape, and launched; the
+ * host captures the next layer while the GPU runs this one. Off by default
+ * (FASA_CUDA_GRAPHS=1 turns it on): on an H200 it gained 5% over plain
+ * launches, and lost 2% once every kernel of a layer was a programmatic
+ * dependent launch, whose overlap a graph boundary cuts at every layer
+ * (docs/perf-notes.md). A whole step as one graph needs the attention
+ * kernels to read their lengths from device memory. */
 fasa_status layer_graph(cuda_backend *b, int32_t l, int32_t pos0, const float *pending) {
     cudaStream_t s = stream_of(b);
     CUDA_TRY(cudaStreamBeginCapture(s, cudaStreamCaptureModeRelaxed));
@@ -503,8 +505,10 @@ struct embed_launcher {
     int32_t n;
     float *x;
     cudaStream_t s;
+    cudaError_t *e;
     template <int T> void operator()() const {
-        embed_kernel<T><<<grid_for((int64_t)n * E / 8, 256), 256, 0, s>>>(table, row_bytes, E, tokens, n, x);
+        *e = launch_k(embed_kernel<T>, dim3(grid_for((int64_t)n * E / 8, 256)), dim3(256), 0, s, true, table, row_bytes,
+                     E, tokens, n, x);
     }
 };
 
@@ -514,10 +518,11 @@ fasa_status forward(cuda_backend *b, const int32_t *tokens, int32_t n, int32_t p
     cudaStream_t s = stream_of(b);
     CUDA_TRY(cudaMemcpyAsync(b->tokens, tokens, (size_t)n * sizeof(int32_t), cudaMemcpyHostToDevice, s));
     const int64_t E = in->n_embd;
+    cudaError_t e = cudaSuccess;
     if (!qfmt_dispatch(b->tok_embd.type, embed_launcher{b->tok_embd.data, b->tok_embd.row_bytes, (int32_t)E, b->tokens,
-                                                        n, b->x, s}))
+                                                        n, b->x, s, &e}))
         return fasa_error(FASA_E_UNSUPPORTED, "the CUDA backend has no kernel for the embedding's type");
-    CUDA_TRY_LAUNCH("embed_kernel");
+    CUDA_TRY(e);
     fasa_status st = FASA_OK;
     for (int32_t l = 0; !st && l < in->n_layers; l++) {
         const float *pending = l ? b->proj : nullptr;
@@ -566,8 +571,7 @@ fasa_status sample_next(cuda_backend *b, fasa_sampler *smp, int32_t *next) {
     sample_state host = {smp->state, 0};
     CUDA_TRY(cudaMemcpyAsync(b->sample, &host, sizeof host, cudaMemcpyHostToDevice, s));
     if (smp->p.temp == 0.0f) {
-        argmax_kernel<<<1, 1024, 0, s>>>(b->logits, V, b->sample);
-        CUDA_TRY_LAUNCH("argmax_kernel");
+        CUDA_TRY(launch_k(argmax_kernel, dim3(1), dim3(1024), 0, s, true, (const float *)b->logits, V, b->sample));
     } else {
         sample_keys_kernel<<<grid_for(V, 256), 256, 0, s>>>(b->logits, V, b->keys[0], b->ids[0]);
         CUDA_TRY_LAUNCH("sample_keys_kernel");

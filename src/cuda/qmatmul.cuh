@@ -24,6 +24,7 @@
 
 #include "../quant.h"
 #include "../quant_block.h"
+#include "launch.cuh"
 
 /* Elements per block and bytes per block of each format as the kernels see
  * them (whole-element formats in blocks of 8). */
@@ -209,6 +210,8 @@ __device__ __forceinline__ void qmm_round32(float v, int lane, int8_t *q, float 
 
 /* x to int8, one warp per group of 32. n is a multiple of 32. */
 __global__ void qmm_quantize_x8_kernel(const float *x, int64_t n, int8_t *q, float *d) {
+    pdl_wait();
+    pdl_trigger();
     const int64_t g = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
     const int lane = threadIdx.x & 31;
     if (32 * g >= n) return;
@@ -515,7 +518,9 @@ struct qmm7_q6k {
 };
 
 /* NM matrices per warp (1, or 2 for gate and up), U warp steps of loads in
- * flight per matrix before the first is used; 8 warps per CTA. */
+ * flight per matrix before the first is used; 8 warps per CTA. Launched as
+ * a programmatic dependent launch: the first weight loads (which no kernel
+ * writes) are issued before waiting for the kernel that made x8. */
 template <class KQ, int NM, int U>
 __global__ void __launch_bounds__(256) qmm7_kernel(const qmm_multi m, const qmm_x8 x8) {
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, k = lane & 7, sub = lane >> 3;
@@ -538,12 +543,14 @@ __global__ void __launch_bounds__(256) qmm7_kernel(const qmm_multi m, const qmm_
 #pragma unroll
             for (int i = 0; i < NM; ++i)
                 if (b0 + 4 * u < nb) KQ::load(f[i][u], w[i] + (b0 + 4 * u) * KQ::bytes, k);
+        if (b0 == sub) pdl_wait();
 #pragma unroll
         for (int u = 0; u < U; ++u)
 #pragma unroll
             for (int i = 0; i < NM; ++i)
                 if (b0 + 4 * u < nb) acc[i] += KQ::dot(f[i][u], x8, b0 + 4 * u, k);
     }
+    pdl_trigger();
 #pragma unroll
     for (int i = 0; i < NM; ++i)
 #pragma unroll
@@ -566,17 +573,11 @@ __global__ void __launch_bounds__(256) qmm7_kernel(const qmm_multi m, const qmm_
 template <class KQ> static void qmm7_launch(const qmm_multi &m, const qmm_x8 &x8, cudaStream_t st, int unroll) {
     int64_t rows = 0;
     for (int i = 0; i < (m.glu ? 1 : m.n); i++) rows += m.s[i].rows;
-    const unsigned grid = (unsigned)((rows + 7) / 8);
-    if (m.glu) {
-        if (unroll >= 4) qmm7_kernel<KQ, 2, 2><<<grid, 256, 0, st>>>(m, x8);
-        else qmm7_kernel<KQ, 2, 1><<<grid, 256, 0, st>>>(m, x8);
-    } else if (unroll >= 4) {
-        qmm7_kernel<KQ, 1, 4><<<grid, 256, 0, st>>>(m, x8);
-    } else if (unroll == 2) {
-        qmm7_kernel<KQ, 1, 2><<<grid, 256, 0, st>>>(m, x8);
-    } else {
-        qmm7_kernel<KQ, 1, 1><<<grid, 256, 0, st>>>(m, x8);
-    }
+    const dim3 grid((unsigned)((rows + 7) / 8)), block(256);
+    if (m.glu) launch_k(unroll >= 4 ? qmm7_kernel<KQ, 2, 2> : qmm7_kernel<KQ, 2, 1>, grid, block, 0, st, true, m, x8);
+    else
+        launch_k(unroll >= 4 ? qmm7_kernel<KQ, 1, 4> : unroll == 2 ? qmm7_kernel<KQ, 1, 2> : qmm7_kernel<KQ, 1, 1>, grid,
+                 block, 0, st, true, m, x8);
 }
 
 /* Version 7 on type's weights (Q4_K or Q6_K); false for another type. */
@@ -595,7 +596,7 @@ static bool qmm_takes_x8(uint32_t type, int32_t n_tok) {
 
 /* Rounds x[0, n) into x8 (n a multiple of 32). */
 static void qmm_quantize_x8(const float *x, int64_t n, int8_t *q, float *d, cudaStream_t st) {
-    qmm_quantize_x8_kernel<<<(unsigned)((n / 32 + 7) / 8), 256, 0, st>>>(x, n, q, d);
+    launch_k(qmm_quantize_x8_kernel, dim3((unsigned)((n / 32 + 7) / 8)), dim3(256), 0, st, true, x, n, q, d);
 }
 
 /* The kernel of the int8 path: QMM_KQ_DEFAULT warps per row of the
