@@ -201,9 +201,12 @@ fasa_status upload_weights(cuda_backend *b) {
 /* ---- attention caches ------------------------------------------------ */
 
 /* A fresh attention context and layers: dense (labels NULL) or with the
- * labels of a policy (its budget the largest step). */
+ * labels of a policy (its budget the largest step). With K and V in host
+ * memory (cuda-m), the layers a sparse policy keeps dense (dense_layer)
+ * keep theirs on the device: they read every row every step. */
 fasa_status make_caches(const cuda_backend *b, const fasa_context *c, const label_set *labels, int32_t budget,
-                        fasa_cuda_label_type label_type, fasa_cuda_ctx **actx, fasa_cuda_layer ***layers) {
+                        const bool *dense_layer, fasa_cuda_label_type label_type, fasa_cuda_ctx **actx,
+                        fasa_cuda_layer ***layers) {
     const fasa_model_info *in = &b->m->info;
     fasa_cuda_params cp = fasa_cuda_default_params();
     cp.n_heads = in->n_heads;
@@ -221,8 +224,10 @@ fasa_status make_caches(const cuda_backend *b, const fasa_context *c, const labe
     if (st) return st;
     *layers = (fasa_cuda_layer **)calloc((size_t)in->n_layers, sizeof **layers);
     if (!*layers) st = fasa_error(FASA_E_NOMEM, "out of memory for the GPU layer table");
-    for (int32_t l = 0; !st && l < in->n_layers; l++)
-        st = fasa_cuda_layer_init(*actx, labels ? label_coords(labels, l, 0) : nullptr, &(*layers)[l]);
+    for (int32_t l = 0; !st && l < in->n_layers; l++) {
+        const fasa_cuda_mode kv = labels && dense_layer && dense_layer[l] ? FASA_CUDA_MODE_C : b->mode;
+        st = fasa_cuda_layer_init_kv(*actx, labels ? label_coords(labels, l, 0) : nullptr, kv, &(*layers)[l]);
+    }
     return st;
 }
 
@@ -316,7 +321,7 @@ fasa_status cuda_init(fasa_context *c, const fasa_context_params *p) {
     if (!(b->layers = (dev_layer *)calloc((size_t)in->n_layers, sizeof *b->layers)) ||
         !(b->graphs = (cudaGraphExec_t *)calloc((size_t)in->n_layers, sizeof *b->graphs)))
         st = fasa_error(FASA_E_NOMEM, "out of memory for the GPU layer table");
-    if (!st) st = make_caches(b, c, nullptr, 0, FASA_CUDA_LABEL_F16, &b->actx, &b->kv);
+    if (!st) st = make_caches(b, c, nullptr, 0, nullptr, FASA_CUDA_LABEL_F16, &b->actx, &b->kv);
     if (!st) st = upload_weights(b);
     if (!st) st = alloc_activations(b);
     if (st) cuda_free(c);
@@ -652,7 +657,8 @@ fasa_status cuda_set_policy(fasa_context *c, attn_policy *p) {
     if (!st && p) {
         const fasa_cuda_label_type lt =
             p->params.label_type == FASA_LABELS_INT8 ? FASA_CUDA_LABEL_I8 : FASA_CUDA_LABEL_F16;
-        st = make_caches(b, c, p->labels, p->params.budget, lt, &actx, &layers);
+        st = make_caches(b, c, p->labels, p->params.budget, p->params.budget > 0 ? p->dense_layer : nullptr, lt, &actx,
+                         &layers);
         if (st == FASA_E_UNSUPPORTED) {
             /* The kernels' limits (label sizes) with the option that set them. */
             char why[256];

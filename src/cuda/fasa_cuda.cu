@@ -274,7 +274,14 @@ int32_t fasa_cuda_ctx_n_units(const fasa_cuda_ctx *ctx) { return ctx->n_units; }
 /* ---- layers ----------------------------------------------------------- */
 
 fasa_status fasa_cuda_layer_init(fasa_cuda_ctx *ctx, const int32_t *lab_idx, fasa_cuda_layer **out) {
+    return fasa_cuda_layer_init_kv(ctx, lab_idx, ctx->p.mode, out);
+}
+
+fasa_status fasa_cuda_layer_init_kv(fasa_cuda_ctx *ctx, const int32_t *lab_idx, fasa_cuda_mode kv_mode,
+                                    fasa_cuda_layer **out) {
     *out = NULL;
+    if (kv_mode != FASA_CUDA_MODE_C && kv_mode != FASA_CUDA_MODE_M)
+        return fasa_error(FASA_E_ARG, "fasa_cuda: unknown mode %d", (int)kv_mode);
     const fasa_cuda_params *p = &ctx->p;
     if (p->n_lab > 0) {
         if (!lab_idx) return fasa_error(FASA_E_ARG, "fasa_cuda: the context has labels but lab_idx is NULL");
@@ -289,7 +296,7 @@ fasa_status fasa_cuda_layer_init(fasa_cuda_ctx *ctx, const int32_t *lab_idx, fas
     const size_t kv_bytes = (size_t)p->n_kv_heads * p->n_ctx * p->head_dim * sizeof(__half);
     const uint64_t before = ctx->dev_bytes;
     fasa_status s = FASA_OK;
-    if (p->mode == FASA_CUDA_MODE_C) {
+    if (kv_mode == FASA_CUDA_MODE_C) {
         s = dev_alloc(ctx, (void **)&l->k, kv_bytes, "the K cache");
         if (s == FASA_OK) s = dev_alloc(ctx, (void **)&l->v, kv_bytes, "the V cache");
     } else {

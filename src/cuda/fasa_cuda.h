@@ -66,9 +66,15 @@ uint64_t fasa_cuda_ctx_device_bytes(const fasa_cuda_ctx *ctx);
 /* lab_idx: [n_kv_heads][n_lab] coordinates into head_dim (host memory); the
  * label of a token is K at those coordinates. NULL when n_lab is 0. */
 fasa_status fasa_cuda_layer_init(fasa_cuda_ctx *ctx, const int32_t *lab_idx, fasa_cuda_layer **out);
+/* The same with this layer's K and V where kv_mode says, whatever the
+ * context's mode: a layer a FASA-M model keeps dense reads its whole cache
+ * every step, which over PCIe would cost more than all the sparse layers. */
+fasa_status fasa_cuda_layer_init_kv(fasa_cuda_ctx *ctx, const int32_t *lab_idx, fasa_cuda_mode kv_mode,
+                                    fasa_cuda_layer **out);
 void fasa_cuda_layer_free(fasa_cuda_layer *l);
 int32_t fasa_cuda_layer_n_past(const fasa_cuda_layer *l);
-/* Device bytes this layer holds (K, V and labels; in mode M labels only). */
+/* Device bytes this layer holds (K, V and labels; in mode M labels only, unless
+ * fasa_cuda_layer_init_kv put its K and V on the device). */
 uint64_t fasa_cuda_layer_device_bytes(const fasa_cuda_layer *l);
 /* Host bytes of pinned memory this layer holds (mode M: K and V). */
 uint64_t fasa_cuda_layer_host_bytes(const fasa_cuda_layer *l);
