@@ -51,5 +51,10 @@ typedef struct backend_ops {
 extern const backend_ops backend_cpu_ops;
 /* NULL in a build without the CUDA backend. */
 const backend_ops *backend_cuda_ops(void);
+/* For tests: the token set the CUDA backend's last FASA step chose (that of
+ * the last sparse layer of the last decode step), [n_kv_heads][n_fac] in no
+ * particular order. Fails on a context of another backend or without a
+ * sparse policy. */
+fasa_status backend_cuda_last_selection(const fasa_context *c, int32_t n_fac, int32_t *sel);
 
 #endif

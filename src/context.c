@@ -40,6 +40,10 @@ static fasa_status check_host_memory(const fasa_model_info *in, int32_t n_ctx, f
 
 #ifndef FASA_HAVE_CUDA
 const backend_ops *backend_cuda_ops(void) { return NULL; }
+fasa_status backend_cuda_last_selection(const fasa_context *c, int32_t n_fac, int32_t *sel) {
+    (void)c, (void)n_fac, (void)sel;
+    return fasa_error(FASA_E_UNSUPPORTED, "this build has no CUDA backend");
+}
 #endif
 
 static const backend_ops *backend_for(fasa_device d) {

@@ -17,6 +17,11 @@
 #include <cmocka.h>
 
 #include "attn/dense.h"
+#include "backend.h"
+#include "backend_cpu.h"
+#include "context.h"
+#include "kv.h"
+#include "labels.h"
 #include "fasa.h"
 #include "gguf_builder.h"
 #include "model.h"
@@ -304,6 +309,95 @@ static void test_eval_errors(void **state) {
  * and decode (also after a truncation) give the CPU's logits, fp16 K/V on
  * both sides, sampling on the device draws the CPU sampler's tokens, and a
  * policy that selects through CPU callbacks is refused with the reason. */
+/* The GPU's FASA selection against the CPU's: both contexts prefill the same
+ * tokens and decode one more under fasa; for the last layer, the label
+ * scores of every cached token are recomputed here from the CPU's fp16 keys
+ * and its query (the sum over a KV group's query heads of q . K at the label
+ * coordinates, the policy's definition), and the GPU's chosen set must be
+ * their top N_fac, ties aside: every token one side chose and the other did
+ * not scores within float noise (the two backends' K and q differ by it) of
+ * the N_fac-th score. */
+static int cmp_desc(const void *a, const void *b) {
+    const float x = *(const float *)a, y = *(const float *)b;
+    return (x < y) - (x > y);
+}
+
+static void gpu_selection_matches_cpu(const fasa_model_info *in) {
+    enum { N_TOK = 160, FAC = 24, TIP = 8 };
+    int32_t tok[N_TOK + 1];
+    uint64_t r = 12345;
+    for (int i = 0; i <= N_TOK; i++) {
+        r = r * 6364136223846793005ull + 1442695040888963407ull;
+        tok[i] = (int32_t)((r >> 33) % (uint64_t)in->n_vocab);
+    }
+    fasa_calib_params cp = fasa_calib_default_params();
+    cp.budget = 16;
+    cp.n_decode = 8;
+    cp.n_threads = 2;
+    fasa_calib *cal;
+    assert_int_equal(fasa_calibrate(real, tok, 64, &cp, &cal), FASA_OK);
+    fasa_context_params p = fasa_context_default_params();
+    p.n_ctx = 256;
+    p.n_threads = 2;
+    p.kv_type = FASA_KV_F16;
+    fasa_context *c, *g;
+    assert_int_equal(fasa_context_init(real, &p, &c), FASA_OK);
+    p.device = FASA_DEVICE_CUDA;
+    assert_int_equal(fasa_context_init(real, &p, &g), FASA_OK);
+    const fasa_attn_params ap = {.method = "fasa", .budget = FAC, .calib = cal, .n_tip = TIP};
+    assert_int_equal(fasa_context_set_attention(c, &ap), FASA_OK);
+    assert_int_equal(fasa_context_set_attention(g, &ap), FASA_OK);
+    assert_int_equal(fasa_eval(c, tok, N_TOK, NULL, false), FASA_OK);
+    assert_int_equal(fasa_eval(g, tok, N_TOK, NULL, false), FASA_OK);
+    float *lc = malloc(in->n_vocab * sizeof *lc);
+    assert_int_equal(fasa_eval(c, &tok[N_TOK], 1, lc, false), FASA_OK);
+    assert_int_equal(fasa_eval(g, &tok[N_TOK], 1, NULL, false), FASA_OK);
+
+    const cpu_backend *b = (const cpu_backend *)c->be;
+    const label_set *ls = b->policy->labels;
+    const int32_t L = in->n_layers - 1, D = in->head_dim, n = N_TOK + 1, group = in->n_heads / in->n_kv_heads;
+    assert_false(b->policy->dense_layer[L]);
+    int32_t *sel = malloc((size_t)in->n_kv_heads * FAC * sizeof *sel);
+    assert_int_equal(backend_cuda_last_selection(g, FAC, sel), FASA_OK);
+    float *score = malloc(n * sizeof *score), *sorted = malloc(n * sizeof *sorted), *row = malloc(D * sizeof *row);
+    int differ = 0;
+    for (int32_t h = 0; h < in->n_kv_heads; h++) {
+        const int32_t *co = label_coords(ls, L, h), nl = label_count(ls, L, h);
+        float top = 0.f;
+        for (int32_t t = 0; t < n; t++) {
+            const float *k = kv_row_f32(&b->kv, kv_k_row(&b->kv, L, h, t), row);
+            double s = 0;
+            for (int32_t qh = h * group; qh < (h + 1) * group; qh++)
+                for (int32_t i = 0; i < nl; i++) s += (double)label_mask(ls, L, qh)[i] * b->q[qh * D + co[i]] * k[co[i]];
+            score[t] = sorted[t] = (float)s;
+            top = fmaxf(top, fabsf((float)s));
+        }
+        qsort(sorted, n, sizeof *sorted, cmp_desc);
+        const float thr = sorted[FAC - 1], tol = 2e-3f * top;
+        bool chosen[N_TOK + 1] = {false};
+        for (int i = 0; i < FAC; i++) {
+            const int32_t t = sel[h * FAC + i];
+            if (t < 0 || t >= n || chosen[t]) fail_msg("KV head %d: GPU selection entry %d is %d (repeated or out of range)", h, i, t);
+            chosen[t] = true;
+            if (score[t] < thr - tol)
+                fail_msg("KV head %d: the GPU chose token %d scoring %g, below the CPU's %d-th score %g", h, t,
+                         score[t], FAC, thr);
+        }
+        for (int32_t t = 0; t < n; t++) {
+            if (!chosen[t] && score[t] > thr + tol)
+                fail_msg("KV head %d: the GPU left out token %d scoring %g, above the CPU's %d-th score %g", h, t,
+                         score[t], FAC, thr);
+            differ += chosen[t] != (score[t] >= thr);
+        }
+    }
+    print_message("GPU FASA selection (layer %d, %d KV heads, N_fac %d): %d token(s) differ from the CPU's top-%d, all "
+                  "within float noise of its threshold\n", L, in->n_kv_heads, FAC, differ, FAC);
+    free(score), free(sorted), free(row), free(sel), free(lc);
+    fasa_context_free(c);
+    fasa_context_free(g);
+    fasa_calib_free(cal);
+}
+
 static void test_gpu_device(void **state) {
     fasa_model_info in;
     fasa_model_get_info(real, &in);
@@ -362,6 +456,7 @@ static void test_gpu_device(void **state) {
     fasa_context_free(g);
     free(x);
     free(y);
+    gpu_selection_matches_cpu(&in);
 }
 
 /* Truncating and re-evaluating gives the same logits as a fresh run. */

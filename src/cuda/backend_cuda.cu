@@ -700,3 +700,12 @@ const backend_ops ops_c = {
 } // namespace
 
 extern "C" const backend_ops *backend_cuda_ops(void) { return &ops_c; }
+
+extern "C" fasa_status backend_cuda_last_selection(const fasa_context *c, int32_t n_fac, int32_t *sel) {
+    if (c->ops != &ops_c || !c->be)
+        return fasa_error(FASA_E_ARG, "backend_cuda_last_selection: the context does not run on a GPU");
+    const cuda_backend *b = be(c);
+    if (!b->policy || b->budget <= 0)
+        return fasa_error(FASA_E_ARG, "backend_cuda_last_selection: the context has no sparse policy");
+    return fasa_cuda_ctx_read_selection(b->actx, n_fac, sel);
+}
