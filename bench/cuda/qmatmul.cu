@@ -309,11 +309,7 @@ static void launch_v5(uint32_t type, const qmm_args &a, const qmm_x8 &x8, int ks
  * (4 U blocks) of loads in flight; rounding timed with it as for v5. */
 static void launch_v7(uint32_t type, const qmm_args &a, const qmm_x8 &x8, int unroll) {
     qmm_quantize_x8(a.x, a.cols, (int8_t *)x8.q, (float *)x8.d, 0);
-    qmm_multi m = {};
-    m.s[0] = qmm_seg{a.w, a.row_bytes, a.rows, a.y, a.bias};
-    m.n = 1;
-    m.cols = a.cols;
-    qmm7_launch_type(type, m, x8, 0, unroll);
+    qmm7_launch_type(type, qmm_single(a), x8, 0, unroll);
 }
 
 /* ---- version 2, kept here for comparison: a lane takes one 32-element

@@ -330,18 +330,19 @@ fasa_status cuda_init(fasa_context *c, const fasa_context_params *p) {
 
 /* ---- the forward pass ------------------------------------------------ */
 
-/* For one decoded token: rounds x, the input of the products with the
- * given weights, to int8 into b->x8q / x8d when one of them takes the int8
- * path (qmm_takes_x8); returns whether it did, for matmul's `rounded`. */
-bool round_x8(const cuda_backend *b, const float *x, int32_t n, const dev_weight &w0,
-              const dev_weight *w1 = nullptr, const dev_weight *w2 = nullptr) {
-    const dev_weight *ws[] = {&w0, w1, w2};
-    for (const dev_weight *w : ws)
-        if (w && qmm_takes_x8(w->type, n)) {
-            qmm_quantize_x8(x, w->cols, b->x8q, b->x8d, stream_of(b));
-            return true;
-        }
-    return false;
+/* Whether a product of one of these weights with n tokens takes the int8
+ * path (qmm_takes_x8), so that its input must be rounded first. */
+bool any_takes_x8(int32_t n, const dev_weight &w0, const dev_weight *w1 = nullptr, const dev_weight *w2 = nullptr) {
+    return qmm_takes_x8(w0.type, n) || (w1 && qmm_takes_x8(w1->type, n)) || (w2 && qmm_takes_x8(w2->type, n));
+}
+
+/* For one decoded token: rounds x, the input of the product with w, to int8
+ * into b->x8q / x8d when that product takes the int8 path; returns whether
+ * it did, for matmul's `rounded`. */
+bool round_x8(const cuda_backend *b, const float *x, int32_t n, const dev_weight &w) {
+    if (!qmm_takes_x8(w.type, n)) return false;
+    qmm_quantize_x8(x, w.cols, b->x8q, b->x8d, stream_of(b));
+    return true;
 }
 
 /* y = W x (+ bias); `rounded`: b->x8q / x8d hold x rounded, so a product
@@ -415,7 +416,7 @@ fasa_status matmul_glu(const cuda_backend *b, const dev_layer *L, const float *x
 fasa_status norm(const cuda_backend *b, float *x, const float *add, const float *w, int32_t n, bool *rounded,
                  const dev_weight &w0, const dev_weight *w1 = nullptr, const dev_weight *w2 = nullptr) {
     const int32_t E = b->m->info.n_embd;
-    *rounded = qmm_takes_x8(w0.type, n) || (w1 && qmm_takes_x8(w1->type, n)) || (w2 && qmm_takes_x8(w2->type, n));
+    *rounded = any_takes_x8(n, w0, w1, w2);
     CUDA_TRY(launch_k(norm_kernel, dim3(n), dim3(256), 0, stream_of(b), true, x, add, w, b->xb, E, b->m->rms_eps,
                       *rounded ? b->x8q : nullptr, b->x8d));
     return FASA_OK;

@@ -21,6 +21,14 @@ __device__ __forceinline__ void pdl_trigger(void) {
 #endif
 }
 
+/* The start of a small kernel that reads what its predecessor wrote and
+ * does little itself: wait for the predecessor, then let the successor
+ * launch at once (it too waits before touching our outputs). */
+__device__ __forceinline__ void pdl_enter(void) {
+    pdl_wait();
+    pdl_trigger();
+}
+
 /* Enqueues a kernel, with the programmatic-dependent-launch attribute when
  * pdl, and as clusters of `cluster` CTAs along x when cluster > 0. */
 template <typename... P, typename... A>

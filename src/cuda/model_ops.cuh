@@ -22,8 +22,7 @@ template <int T>
 __global__ void embed_kernel(const uint8_t *table, int64_t row_bytes, int32_t E, const int32_t *tokens, int32_t n,
                              float *x) {
     using F = qfmt<T>;
-    pdl_wait();
-    pdl_trigger();
+    pdl_enter();
     const int64_t groups = (int64_t)n * (E / 8);
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < groups; i += (int64_t)gridDim.x * blockDim.x) {
         const int64_t t = i / (E / 8), g = i % (E / 8);
@@ -52,8 +51,7 @@ __device__ __forceinline__ float block_sum(float v, float *scratch32) {
 __global__ void norm_kernel(float *x, const float *add, const float *w, float *out, int32_t E, float eps, int8_t *q8,
                             float *d8) {
     __shared__ float s[32];
-    pdl_wait();
-    pdl_trigger();
+    pdl_enter();
     float *xr = x + (int64_t)blockIdx.x * E;
     const float *ar = add ? add + (int64_t)blockIdx.x * E : nullptr;
     float ss = 0.f;
@@ -78,8 +76,7 @@ __global__ void norm_kernel(float *x, const float *add, const float *w, float *o
  * half_split: pairs (i, i + D/2), else (2i, 2i + 1). One thread per pair. */
 __global__ void rope_kernel(float *q, float *k, int32_t n, int32_t n_heads, int32_t n_kv, int32_t D, int32_t pos0,
                             const float *inv_freq, int half_split) {
-    pdl_wait();
-    pdl_trigger();
+    pdl_enter();
     const int32_t heads = n_heads + n_kv;
     const int64_t pairs = (int64_t)n * heads * (D / 2);
     for (int64_t p = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; p < pairs; p += (int64_t)gridDim.x * blockDim.x) {
@@ -98,8 +95,7 @@ __global__ void rope_kernel(float *q, float *k, int32_t n, int32_t n_heads, int3
 
 /* gate = silu(gate) * up, as the CPU writes it. */
 __global__ void swiglu_kernel(float *gate, const float *up, int64_t n) {
-    pdl_wait();
-    pdl_trigger();
+    pdl_enter();
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
         const float g = gate[i];
         gate[i] = g / (1.0f + expf(-g)) * up[i];
@@ -124,8 +120,7 @@ __device__ __forceinline__ double splitmix_uniform(uint64_t *s) {
 
 /* Greedy: the largest logit, the lowest id among equals. One CTA of 1024. */
 __global__ void argmax_kernel(const float *logits, int32_t n, sample_state *out) {
-    pdl_wait();
-    pdl_trigger();
+    pdl_enter();
     __shared__ float sv[32];
     __shared__ int32_t si[32];
     float best = -INFINITY;

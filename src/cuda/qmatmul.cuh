@@ -210,8 +210,7 @@ __device__ __forceinline__ void qmm_round32(float v, int lane, int8_t *q, float 
 
 /* x to int8, one warp per group of 32. n is a multiple of 32. */
 __global__ void qmm_quantize_x8_kernel(const float *x, int64_t n, int8_t *q, float *d) {
-    pdl_wait();
-    pdl_trigger();
+    pdl_enter();
     const int64_t g = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
     const int lane = threadIdx.x & 31;
     if (32 * g >= n) return;
@@ -564,6 +563,15 @@ __global__ void __launch_bounds__(256) qmm7_kernel(const qmm_multi m, const qmm_
     }
 }
 
+/* The one-matrix form of a product (no fusion). */
+static qmm_multi qmm_single(const qmm_args &a) {
+    qmm_multi m = {};
+    m.s[0] = qmm_seg{a.w, a.row_bytes, a.rows, a.y, a.bias};
+    m.n = 1;
+    m.cols = a.cols;
+    return m;
+}
+
 /* Warp steps in flight per matrix (0: per format, Q4_K 4, a 4096-column
  * row whole at 64 registers; Q6_K 2, whose 4 would take 97). */
 #ifndef QMM7_UNROLL
@@ -613,13 +621,7 @@ static bool qmm_launch_x8(uint32_t type, const qmm_args &a, const qmm_x8 &x8, cu
                           int ksplit = QMM_KQ_DEFAULT, int piece = QMM_KQ_PIECE) {
     if (!qmm_takes_x8(type, a.n_tok)) return false;
     const bool q4 = type == FASA_TYPE_Q4_K;
-    if (ksplit == -2) {
-        qmm_multi m = {};
-        m.s[0] = qmm_seg{a.w, a.row_bytes, a.rows, a.y, a.bias};
-        m.n = 1;
-        m.cols = a.cols;
-        return qmm7_launch_type(type, m, x8, st);
-    }
+    if (ksplit == -2) return qmm7_launch_type(type, qmm_single(a), x8, st);
     if (ksplit < 0) {
         if (q4) qmm_kq_staged_launch<qmm_kq_q4k>(a, x8, st, piece);
         else qmm_kq_staged_launch<qmm_kq_q6k>(a, x8, st, piece);
