@@ -3,8 +3,10 @@
  *
  * Decode at depth T is timed with the cache filled directly with T tokens of
  * random keys and values (context_fill_random): the work of a decode step
- * does not depend on their values, and a real prefill of 128K tokens would
- * take longer than the measurement. Prefill is timed on a real prompt.
+ * does not depend on their values. With --fill prefill the T tokens are a
+ * real prefill instead, timed too (end to end: a prompt, then its decode).
+ * Prefill is timed on a real prompt of --prefill tokens, after D tokens of
+ * random cache for each D of --prefill-depths (llama-bench's -p N -d D).
  * Every decode step samples greedily where the logits are (one host sync per
  * token, as `fasa generate` runs). Reported: median tokens/s of the steps,
  * the bytes a step must read (weights + K/V rows, or FASA's labels and
@@ -20,8 +22,9 @@
 #include "fasa.h"
 
 typedef struct opts {
-    const char *model, *depths, *attn, *calib, *device;
-    int32_t budget, n_tip, reps, prefill, threads, label_type;
+    const char *model, *depths, *attn, *calib, *device, *prefill_depths;
+    bool fill_prefill;
+    int32_t budget, n_tip, reps, prefill, threads, label_type, batch;
     double bw;
     bool f32_act;
 } opts;
@@ -29,7 +32,8 @@ typedef struct opts {
 static int usage(void) {
     fprintf(stderr, "usage: bench_engine -m MODEL [--device cpu|cuda|cuda-m] [--depths 0,4096,...] [--attn full|fasa]\n"
                     "                    [--budget N] [--fc N] [--calib FILE] [--reps N] [--prefill N] [--bw BYTES/S]\n"
-                    "                    [-t THREADS] [--f32-act] [--labels f32|f16|int8]\n");
+                    "                    [-t THREADS] [--f32-act] [--labels f32|f16|int8] [--prefill-depths 0,...]\n"
+                    "                    [--fill random|prefill] [--batch N]\n");
     return 1;
 }
 
@@ -41,6 +45,7 @@ static fasa_context *new_context(fasa_model *m, const opts *o, int32_t n_ctx) {
     fasa_context_params cp = fasa_context_default_params();
     cp.n_ctx = n_ctx;
     cp.n_threads = o->threads;
+    cp.n_batch = o->batch;
     cp.kv_type = FASA_KV_F16;
     cp.device = device_of(o->device);
     cp.f32_activations = o->f32_act;
@@ -49,16 +54,28 @@ static fasa_context *new_context(fasa_model *m, const opts *o, int32_t n_ctx) {
     return c;
 }
 
-/* Prefill of n real (pseudo-random) tokens: median of 3, tokens/s. */
-static double time_prefill(fasa_model *m, const opts *o, const fasa_model_info *in) {
-    fasa_context *c = new_context(m, o, o->prefill + 1);
+/* n pseudo-random tokens of the vocabulary, as a prompt. */
+static int32_t *prompt_tokens(int32_t n, const fasa_model_info *in) {
+    int32_t *tok = malloc((size_t)(n > 0 ? n : 1) * sizeof *tok);
+    for (int i = 0; tok && i < n; i++) tok[i] = 100 + (int32_t)(((int64_t)i * 7919) % (in->n_vocab - 200));
+    return tok;
+}
+
+/* Prefill of o->prefill real (pseudo-random) tokens after `depth` tokens of
+ * random cache: median of 3, tokens/s. */
+static double time_prefill(fasa_model *m, const opts *o, const fasa_model_info *in, int32_t depth) {
+    fasa_context *c = new_context(m, o, depth + o->prefill + 1);
     if (!c) return -1;
-    int32_t *tok = malloc((size_t)o->prefill * sizeof *tok);
+    int32_t *tok = prompt_tokens(o->prefill, in);
     float *logits = malloc((size_t)in->n_vocab * sizeof *logits);
     double t[3];
-    for (int i = 0; i < o->prefill; i++) tok[i] = 100 + (i * 7919) % (in->n_vocab - 200);
     for (int r = 0; r < 3; r++) {
         fasa_context_reset(c);
+        if (depth > 0 && context_fill_random(c, depth, 777)) {
+            fprintf(stderr, "bench_engine: depth %d: %s\n", depth, fasa_last_error());
+            t[r] = 1e30;
+            continue;
+        }
         const double t0 = bench_now();
         if (fasa_eval(c, tok, o->prefill, logits, false) != FASA_OK) {
             fprintf(stderr, "bench_engine: prefill: %s\n", fasa_last_error());
@@ -80,8 +97,22 @@ static int run_depth(fasa_model *m, const opts *o, const fasa_model_info *in, co
     double *t = malloc((size_t)o->reps * sizeof *t);
     fasa_sampler *s = NULL;
     const fasa_sampler_params sp = {0.0f, 1.0f, 0, 1};
-    if ((T > 0 && context_fill_random(c, T, 12345)) || fasa_context_set_attention(c, ap) ||
-        fasa_sampler_init(&sp, in->n_vocab, &s)) {
+    double prefill_s = 0;
+    if (fasa_context_set_attention(c, ap) || fasa_sampler_init(&sp, in->n_vocab, &s)) {
+        fprintf(stderr, "bench_engine: depth %d: %s\n", T, fasa_last_error());
+        goto done;
+    }
+    if (T > 0 && o->fill_prefill) { /* a real prompt of T tokens, through the policy's own prefill */
+        int32_t *tok = prompt_tokens(T, in);
+        const double t0 = bench_now();
+        const fasa_status st = tok ? fasa_eval(c, tok, T, NULL, false) : FASA_E_NOMEM;
+        prefill_s = bench_now() - t0;
+        free(tok);
+        if (st) {
+            fprintf(stderr, "bench_engine: prefill of %d tokens: %s\n", T, fasa_last_error());
+            goto done;
+        }
+    } else if (T > 0 && context_fill_random(c, T, 12345)) {
         fprintf(stderr, "bench_engine: depth %d: %s\n", T, fasa_last_error());
         goto done;
     }
@@ -102,6 +133,7 @@ static int run_depth(fasa_model *m, const opts *o, const fasa_model_info *in, co
     printf("| %d | %s | %.1f | %.3f | %.0f | %.1f | %.0f | %.0f%% |\n", T, ap->method ? ap->method : "full", 1.0 / sec,
            sec * 1e3, fasa_context_device_bytes(c) / 1e6, bytes / 1e6, bytes / sec / 1e9,
            o->bw > 0 ? 100.0 * bytes / sec / o->bw : 0.0);
+    if (prefill_s > 0) printf("|   | (after a real prefill of %d tokens: %.1f tok/s, %.2f s) | | | | | | |\n", T, T / prefill_s, prefill_s);
     fflush(stdout);
     rc = 0;
 done:
@@ -112,12 +144,15 @@ done:
 }
 
 int main(int argc, char **argv) {
-    opts o = {"models/SmolLM2-135M-Instruct.Q4_1.gguf", "0,4096", "full", NULL, "cpu", 256, 0, 32, 512, 0, 0, 0.0, false};
+    opts o = {.model = "models/SmolLM2-135M-Instruct.Q4_1.gguf", .depths = "0,4096", .attn = "full", .device = "cpu",
+              .prefill_depths = "0", .budget = 256, .reps = 32, .prefill = 512};
     static const struct option lo[] = {
         {"device", required_argument, 0, 1}, {"depths", required_argument, 0, 2}, {"attn", required_argument, 0, 3},
         {"budget", required_argument, 0, 4}, {"fc", required_argument, 0, 5},     {"calib", required_argument, 0, 6},
         {"reps", required_argument, 0, 7},   {"prefill", required_argument, 0, 8}, {"bw", required_argument, 0, 9},
-        {"f32-act", no_argument, 0, 10},     {"labels", required_argument, 0, 11}, {0, 0, 0, 0},
+        {"f32-act", no_argument, 0, 10},     {"labels", required_argument, 0, 11},
+        {"prefill-depths", required_argument, 0, 12}, {"fill", required_argument, 0, 13},
+        {"batch", required_argument, 0, 14},          {0, 0, 0, 0},
     };
     int c;
     while ((c = getopt_long(argc, argv, "m:t:", lo, NULL)) != -1) {
@@ -140,10 +175,16 @@ int main(int argc, char **argv) {
                                                                               : -1;
             if (o.label_type < 0) return usage();
             break;
+        case 12: o.prefill_depths = optarg; break;
+        case 13:
+            if (strcmp(optarg, "random") && strcmp(optarg, "prefill")) return usage();
+            o.fill_prefill = !strcmp(optarg, "prefill");
+            break;
+        case 14: o.batch = atoi(optarg); break;
         default: return usage();
         }
     }
-    if (o.reps < 1 || o.prefill < 0) return usage();
+    if (o.reps < 1 || o.prefill < 0 || o.batch < 0) return usage();
     fasa_model *m;
     fasa_calib *cal = NULL;
     if (fasa_model_load(o.model, &m) != FASA_OK || (o.calib && fasa_calib_load(o.calib, m, &cal) != FASA_OK)) {
@@ -158,8 +199,15 @@ int main(int argc, char **argv) {
     printf("model %s: %d layers, %d/%d heads of %d, %.2f GB of weights read per token; device %s\n", in.name,
            in.n_layers, in.n_heads, in.n_kv_heads, in.head_dim, in.weight_bytes / 1e9, o.device);
     if (o.prefill > 0) {
-        const double tps = time_prefill(m, &o, &in);
-        printf("prefill of %d tokens: %.1f tok/s\n\n", o.prefill, tps);
+        char *pd = strdup(o.prefill_depths);
+        for (char *tok = pd ? strtok(pd, ",") : NULL; tok; tok = strtok(NULL, ",")) {
+            const int32_t d = atoi(tok);
+            const double tps = d >= 0 ? time_prefill(m, &o, &in, d) : -1;
+            printf("prefill of %d tokens at depth %d: %.1f tok/s\n", o.prefill, d, tps);
+            fflush(stdout);
+        }
+        free(pd);
+        printf("\n");
     }
     printf("| depth | attention | decode tok/s | ms/token | device MB | MB read/token | GB/s | of --bw |\n"
            "|---|---|---|---|---|---|---|---|\n");

@@ -109,7 +109,7 @@ typedef enum fasa_device {
 typedef struct fasa_context_params {
     int32_t n_ctx;      /* tokens the KV cache holds; 0 = the model's training context */
     int32_t n_threads;  /* 0 = all available cores */
-    int32_t n_batch;    /* max tokens per forward call chunk; 0 = 256 */
+    int32_t n_batch;    /* max tokens per forward call chunk; 0 = the backend's (256 on the CPU, 1024 on a GPU) */
     fasa_kv_type kv_type;
     /* On a GPU: policies that select the top tokens by label scores (full,
      * fasa with one token set per KV group and no forced sinks); others fail

@@ -12,7 +12,7 @@
 #include "sampler.h"
 
 fasa_context_params fasa_context_default_params(void) {
-    return (fasa_context_params){.n_ctx = 0, .n_threads = 0, .n_batch = 256, .kv_type = FASA_KV_F32};
+    return (fasa_context_params){.n_ctx = 0, .n_threads = 0, .n_batch = 0, .kv_type = FASA_KV_F32};
 }
 
 /* Bytes of host memory a CPU context of n_ctx tokens holds that grow with

@@ -34,6 +34,7 @@
 #include <string.h>
 
 #include "launch.cuh"
+#include "mma.cuh"
 
 #define ATTN_FULL_MASK 0xffffffffu
 #define ATTN_MAX_WARPS 8
@@ -57,19 +58,6 @@ typedef struct attn_args {
     float2 *part_ml;         /* [n_units][n_splits][hpu] (running max, denominator) */
     unsigned *arrivals;      /* [n_units]; zero before a launch, left zero after */
 } attn_args;
-
-__device__ __forceinline__ void mma_16816(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
-    asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-        "{%8,%9}, {%0,%1,%2,%3};\n"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-__device__ __forceinline__ uint32_t half2_bits(__half2 h) {
-    union { __half2 h; uint32_t u; } x;
-    x.h = h;
-    return x.u;
-}
 
 /* x0, x1 -> fp16 pairs (hi, lo) with hi + lo = x to about 22 bits. */
 __device__ __forceinline__ void split_pair(float x0, float x1, uint32_t &hi, uint32_t &lo) {

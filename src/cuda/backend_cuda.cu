@@ -30,6 +30,7 @@ extern "C" {
 #include "cuda_check.h"
 #include "fasa_cuda.h"
 #include "fasa_cuda_internal.h"
+#include "gemm.cuh"
 #include "model_ops.cuh"
 #include "qmatmul.cuh"
 
@@ -61,6 +62,11 @@ struct cuda_backend {
     float *x, *xb, *q, *k, *v, *gate, *up, *proj, *logits; /* activations, [n_batch][...] */
     int8_t *x8q;             /* a decoded token's product input rounded to int8 (qmm_quantize_x8) */
     float *x8d;
+    __half *xh;              /* a prompt chunk's product input in fp16, [n_batch][widest] (gemm.cuh) */
+    __half *wh;              /* one weight matrix expanded to fp16 for a chunk's products */
+    int64_t wh_elems;
+    unsigned *amax;          /* the chunk input's largest magnitude, then its scale's inverse: */
+    float *alpha;            /*   the products' alpha */
     int32_t *tokens;
     sample_state *sample;
     uint32_t *keys[2];
@@ -106,10 +112,22 @@ uint64_t weights_size(const fasa_model *m) {
     return n;
 }
 
+/* Elements of the fp16 weight scratch of a chunk's products: the largest
+ * layer matrix, at least 4096 rows of the output matrix (which the products
+ * take in pieces of that size). */
+int64_t weight_scratch_elems(const fasa_model_info *in) {
+    const int64_t E = in->n_embd, HD = (int64_t)in->n_heads * in->head_dim, F = in->n_ff;
+    int64_t n = HD * E > F * E ? HD * E : F * E;
+    const int64_t out_rows = in->n_vocab < 4096 ? in->n_vocab : 4096;
+    return n > out_rows * E ? n : out_rows * E;
+}
+
 uint64_t activation_size(const fasa_model_info *in, int32_t n_batch) {
     const uint64_t B = (uint64_t)n_batch, E = in->n_embd, HD = (uint64_t)in->n_heads * in->head_dim;
     const uint64_t KVD = (uint64_t)in->n_kv_heads * in->head_dim, wide = E > HD ? E : HD;
-    return 4 * B * (E + wide + HD + 2 * KVD + 2 * (uint64_t)in->n_ff + E + (uint64_t)in->n_vocab) + 4 * B;
+    const uint64_t widest = wide > (uint64_t)in->n_ff ? wide : (uint64_t)in->n_ff;
+    return 4 * B * (E + wide + HD + 2 * KVD + 2 * (uint64_t)in->n_ff + E + (uint64_t)in->n_vocab) + 4 * B +
+           2 * B * widest + 2 * (uint64_t)weight_scratch_elems(in);
 }
 
 /* The device memory this context needs, checked before anything is
@@ -261,6 +279,12 @@ fasa_status alloc_activations(cuda_backend *b) {
     CUDA_TRY(cudaMalloc((void **)&b->x8q, (size_t)widest));
     CUDA_TRY(cudaMalloc((void **)&b->x8d, (size_t)widest / 32 * sizeof(float)));
     b->act_bytes += (uint64_t)widest * 9 / 8;
+    CUDA_TRY(cudaMalloc((void **)&b->xh, (size_t)B * widest * sizeof(__half)));
+    b->wh_elems = weight_scratch_elems(in);
+    CUDA_TRY(cudaMalloc((void **)&b->wh, (size_t)b->wh_elems * sizeof(__half)));
+    CUDA_TRY(cudaMalloc((void **)&b->amax, sizeof(unsigned)));
+    CUDA_TRY(cudaMalloc((void **)&b->alpha, sizeof(float)));
+    b->act_bytes += (uint64_t)B * widest * 2 + (uint64_t)b->wh_elems * 2 + 8;
     CUDA_TRY(cudaMalloc((void **)&b->tokens, (size_t)B * sizeof(int32_t)));
     CUDA_TRY(cudaMalloc((void **)&b->sample, sizeof(sample_state)));
     for (int i = 0; i < 2; i++) {
@@ -284,7 +308,8 @@ void cuda_free(fasa_context *c) {
     free_caches(&b->m->info, b->actx, b->kv);
     void *bufs[] = {b->weights, b->x,       b->xb,      b->q,       b->k,      b->v,      b->gate,
                     b->up,      b->proj,    b->logits,  b->tokens,  b->sample, b->keys[0], b->keys[1],
-                    b->ids[0],  b->ids[1],  b->sort_tmp, b->x8q,      b->x8d};
+                    b->ids[0],  b->ids[1],  b->sort_tmp, b->x8q,      b->x8d,    b->xh,     b->wh,
+                    b->amax,    b->alpha};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) cudaFree(bufs[i]);
     free(b->layers);
     attn_policy_free(b->policy);
@@ -306,7 +331,9 @@ fasa_status cuda_init(fasa_context *c, const fasa_context_params *p) {
         return fasa_error(FASA_E_UNSUPPORTED, "the CUDA backend runs head dimensions 64 and 128, not %d", in->head_dim);
     if (in->n_embd % 8 || in->n_ff % 8)
         return fasa_error(FASA_E_UNSUPPORTED, "the CUDA backend needs widths that are multiples of 8");
-    const int32_t n_batch = p->n_batch ? p->n_batch : 256;
+    /* Chunks of 1024 tokens keep the tensor cores of a large GPU busy in
+     * every product of a prompt chunk (docs/gpu.md). */
+    const int32_t n_batch = p->n_batch ? p->n_batch : 1024;
     fasa_status st = check_fit(c, p, n_batch);
     if (st) return st;
     cuda_backend *b = (cuda_backend *)calloc(1, sizeof *b);
@@ -422,8 +449,47 @@ fasa_status norm(const cuda_backend *b, float *x, const float *add, const float 
     return FASA_OK;
 }
 
+/* ---- prompt chunks on tensor cores (gemm.cuh) ---------------------- */
+
+/* Chunks of at least this many tokens take the tensor-core products; fewer
+ * read the weights in their block format a few tokens per pass (qmatmul.cuh). */
+#define TC_MIN_TOKENS 32
+
+/* b->xh = x [n][cols] in fp16, scaled into range; b->alpha = the inverse scale. */
+fasa_status tc_input(const cuda_backend *b, const float *x, int32_t n, int64_t cols) {
+    CUDA_TRY(gemm_input_f16(x, n, cols, b->xh, b->amax, b->alpha, stream_of(b)));
+    return FASA_OK;
+}
+
+/* y = W (rows first .. first + count) . b->xh for n tokens (+ bias), into
+ * y with row stride ldy; scaled: b->xh came from tc_input (alpha applies). */
+fasa_status tc_product_rows(const cuda_backend *b, const dev_weight &w, int64_t first, int64_t count, int32_t n,
+                            float *y, int64_t ldy, const float *bias, bool scaled) {
+    cudaStream_t s = stream_of(b);
+    cudaError_t e = cudaSuccess;
+    if (!gemm_dequant_f16(w.type, w.data + first * w.row_bytes, w.row_bytes, count, w.cols, b->wh, s, &e))
+        return fasa_error(FASA_E_UNSUPPORTED, "the CUDA backend has no kernel for tensor type %u", w.type);
+    CUDA_TRY(e);
+    const gemm_args a = {b->xh, w.cols, b->wh, w.cols, y, ldy, n, (int32_t)count, (int32_t)w.cols, bias,
+                         scaled ? b->alpha : nullptr};
+    CUDA_TRY(gemm_f16(a, s));
+    return FASA_OK;
+}
+
+fasa_status tc_product(const cuda_backend *b, const dev_weight &w, int32_t n, float *y, const float *bias,
+                       bool scaled = true) {
+    return tc_product_rows(b, w, 0, w.rows, n, y, w.rows, bias, scaled);
+}
+
+/* Whether a chunk's attention takes the flash kernel: it runs a CTA per 64
+ * query rows and KV head, so a few tokens deep in a long cache (a chat
+ * turn) leave most of the GPU idle there, and the decode kernel, which
+ * splits the keys over CTAs, takes them one by one instead. */
+bool use_flash(int32_t pos0, int32_t n) { return n >= 128 || pos0 + n <= 8192; }
+
 /* Attention of layer l for n tokens at pos0 .. (keys already appended):
- * a decode step through the policy, or each prompt token over its prefix. */
+ * a decode step through the policy, or each prompt token over its prefix,
+ * into b->xb. */
 fasa_status attention(cuda_backend *b, int32_t l, int32_t pos0, int32_t n) {
     const fasa_model_info *in = &b->m->info;
     const int64_t HD = (int64_t)in->n_heads * in->head_dim;
@@ -439,28 +505,68 @@ fasa_status attention(cuda_backend *b, int32_t l, int32_t pos0, int32_t n) {
     return FASA_OK;
 }
 
+/* The attention block's products of a chunk on tensor cores: Q, K, V from
+ * b->xb, then (after attention) the output projection into b->proj. */
+fasa_status tc_qkv(const cuda_backend *b, const dev_layer *L, int32_t n) {
+    fasa_status st;
+    if ((st = tc_input(b, b->xb, n, b->m->info.n_embd)) || (st = tc_product(b, L->wq, n, b->q, L->bq)) ||
+        (st = tc_product(b, L->wk, n, b->k, L->bk)))
+        return st;
+    return tc_product(b, L->wv, n, b->v, L->bv);
+}
+
+/* The feed-forward block of a chunk on tensor cores: b->proj = W_down
+ * (silu(W_gate xb) * W_up xb). */
+fasa_status tc_ffn(const cuda_backend *b, const dev_layer *L, int32_t n) {
+    const fasa_model_info *in = &b->m->info;
+    fasa_status st;
+    if ((st = tc_input(b, b->xb, n, in->n_embd)) || (st = tc_product(b, L->w_gate, n, b->gate, nullptr)) ||
+        (st = tc_product(b, L->w_up, n, b->up, nullptr)))
+        return st;
+    CUDA_TRY(launch_k(swiglu_kernel, dim3(grid_for((int64_t)n * in->n_ff, 256)), dim3(256), 0, stream_of(b), true,
+                      b->gate, (const float *)b->up, (int64_t)n * in->n_ff));
+    if ((st = tc_input(b, b->gate, n, in->n_ff))) return st;
+    return tc_product(b, L->w_down, n, b->proj, nullptr);
+}
+
 /* Layer l for n tokens at pos0. `pending`: the previous layer's last
  * product, still to be added to the residual stream (its add runs in this
- * layer's first norm); this layer leaves its own in b->proj. */
+ * layer's first norm); this layer leaves its own in b->proj. A chunk of
+ * TC_MIN_TOKENS or more takes the tensor-core products and, mostly, the
+ * flash attention kernel; a decoded token the block-format products. */
 fasa_status layer_forward(cuda_backend *b, int32_t l, int32_t pos0, int32_t n, const float *pending) {
     const fasa_model_info *in = &b->m->info;
     const dev_layer *L = &b->layers[l];
     const int32_t d = in->head_dim;
     const int half = in->rope_layout == FASA_ROPE_HALF;
+    const bool tc = n >= TC_MIN_TOKENS;
     fasa_status st;
     bool r;
     if ((st = norm(b, b->x, pending, L->attn_norm, n, &r, L->wq, &L->wk, &L->wv))) return st;
     const dev_weight *qkv[3] = {&L->wq, &L->wk, &L->wv};
     float *const out[3] = {b->q, b->k, b->v};
     const float *const bias[3] = {L->bq, L->bk, L->bv};
-    if ((st = matmul_group(b, qkv, out, bias, 3, b->xb, n, r))) return st;
+    if ((st = tc ? tc_qkv(b, L, n) : matmul_group(b, qkv, out, bias, 3, b->xb, n, r))) return st;
     CUDA_TRY(launch_k(rope_kernel, dim3(grid_for((int64_t)n * (in->n_heads + in->n_kv_heads) * d / 2, 256)), dim3(256),
                       0, stream_of(b), true, b->q, b->k, n, in->n_heads, in->n_kv_heads, d, pos0,
                       (const float *)b->inv_freq, half));
-    if ((st = fasa_cuda_layer_append_dev(b->kv[l], b->k, b->v, n)) || (st = attention(b, l, pos0, n))) return st;
-    r = round_x8(b, b->xb, n, L->wo);
-    if ((st = matmul(b, L->wo, b->xb, n, b->proj, nullptr, r))) return st;
+    if ((st = fasa_cuda_layer_append_dev(b->kv[l], b->k, b->v, n))) return st;
+    if (tc && use_flash(pos0, n)) {
+        if ((st = fasa_cuda_prefill_attn(b->kv[l], n, b->q, b->xh)) ||
+            (st = tc_product(b, L->wo, n, b->proj, nullptr, false)))
+            return st;
+    } else {
+        if ((st = attention(b, l, pos0, n))) return st;
+        if (tc) {
+            if ((st = tc_input(b, b->xb, n, (int64_t)in->n_heads * d)) || (st = tc_product(b, L->wo, n, b->proj, nullptr)))
+                return st;
+        } else {
+            r = round_x8(b, b->xb, n, L->wo);
+            if ((st = matmul(b, L->wo, b->xb, n, b->proj, nullptr, r))) return st;
+        }
+    }
     if ((st = norm(b, b->x, b->proj, L->ffn_norm, n, &r, L->w_gate, &L->w_up))) return st;
+    if (tc) return tc_ffn(b, L, n);
     if ((st = matmul_glu(b, L, b->xb, n, r))) return st;
     r = round_x8(b, b->gate, n, L->w_down);
     return matmul(b, L->w_down, b->gate, n, b->proj, nullptr, r);
@@ -537,8 +643,15 @@ fasa_status forward(cuda_backend *b, const int32_t *tokens, int32_t n, int32_t p
     if (st || first >= n) return st;
     bool r;
     const float *pending = in->n_layers ? b->proj + first * E : nullptr;
-    if ((st = norm(b, b->x + first * E, pending, b->output_norm, n - first, &r, b->output))) return st;
-    return matmul(b, b->output, b->xb, n - first, b->logits, nullptr, r);
+    const int32_t rows = n - first;
+    if ((st = norm(b, b->x + first * E, pending, b->output_norm, rows, &r, b->output))) return st;
+    if (rows < TC_MIN_TOKENS) return matmul(b, b->output, b->xb, rows, b->logits, nullptr, r);
+    /* every token's logits (perplexity): the output matrix in pieces that fit the fp16 scratch */
+    if ((st = tc_input(b, b->xb, rows, E))) return st;
+    const int64_t piece = b->wh_elems / E, V = in->n_vocab;
+    for (int64_t v0 = 0; !st && v0 < V; v0 += piece)
+        st = tc_product_rows(b, b->output, v0, V - v0 < piece ? V - v0 : piece, rows, b->logits + v0, V, nullptr, true);
+    return st;
 }
 
 fasa_status download_logits(cuda_backend *b, float *dst, int32_t n_rows) {

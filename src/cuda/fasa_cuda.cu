@@ -9,6 +9,7 @@
 #include "cache.cuh"
 #include "cluster.cuh"
 #include "cuda_check.h"
+#include "flash.cuh"
 #include "fasa_cuda.h"
 #include "fasa_cuda_internal.h"
 #include "tip.cuh"
@@ -533,6 +534,29 @@ fasa_status fasa_cuda_dense_rows(fasa_cuda_layer *l, int32_t n_rows, const float
     attn_plan(&a, ctx->p.n_kv_heads, ctx->n_sms, ctx->attn_ctas_per_sm, ctx->tune.attn_warps,
               ctx->tune.attn_steps_per_warp);
     CUDA_TRY(attn_launch(&a, ctx->p.n_kv_heads, ctx->p.head_dim, ctx->tune.attn_warps, ctx->stream, ctx->tune.pdl));
+    return FASA_OK;
+}
+
+fasa_status fasa_cuda_prefill_attn(fasa_cuda_layer *l, int32_t n, const float *q, void *out) {
+    const fasa_cuda_ctx *ctx = l->ctx;
+    const fasa_cuda_params *p = &ctx->p;
+    if (!q || !out) return fasa_error(FASA_E_ARG, "fasa_cuda_prefill_attn: q and out must be device arrays");
+    if (n <= 0 || n > l->n_past)
+        return fasa_error(FASA_E_ARG, "fasa_cuda_prefill_attn: %d queries of %d cached tokens", n, l->n_past);
+    flash_args a;
+    memset(&a, 0, sizeof a);
+    a.q = q;
+    a.out = (__half *)out;
+    a.k = l->k;
+    a.v = l->v;
+    a.head_stride = (int64_t)p->n_ctx * p->head_dim;
+    a.n = n;
+    a.n_heads = p->n_heads;
+    a.group = ctx->group;
+    a.pos0 = l->n_past - n;
+    a.tokens_per_cta = FLASH_ROWS / ctx->group;
+    a.scale_log2 = 1.4426950408889634f / sqrtf((float)p->head_dim);
+    CUDA_TRY(flash_launch(a, p->n_kv_heads, p->head_dim, ctx->stream));
     return FASA_OK;
 }
 

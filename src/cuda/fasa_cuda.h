@@ -102,6 +102,13 @@ fasa_status fasa_cuda_dense_step(fasa_cuda_layer *l, const float *q, float *out)
 /* Dense attention of one query over the first n_rows cached tokens (a
  * prompt token's causal attention during a prefill). Enqueued only. */
 fasa_status fasa_cuda_dense_rows(fasa_cuda_layer *l, int32_t n_rows, const float *q, float *out);
+/* Causal attention of a prompt chunk: the last n cached tokens attend to
+ * every cached token up to their own (flash attention on tensor cores).
+ * q: DEVICE [n][n_heads][head_dim] fp32 post-RoPE; out: DEVICE
+ * [n][n_heads][head_dim] fp16. For chunks of many tokens; a few tokens deep
+ * in a long cache run faster through fasa_cuda_dense_rows, which splits
+ * the keys over CTAs. Enqueued only. */
+fasa_status fasa_cuda_prefill_attn(fasa_cuda_layer *l, int32_t n, const float *q, void *out);
 /* One FASA decode step: TIP over the label cache, top-n_fac token selection,
  * exact attention over the selected tokens. Where n_fac covers every cached
  * token this is the dense step. Enqueued only. */
