@@ -398,6 +398,60 @@ static void gpu_selection_matches_cpu(const fasa_model_info *in) {
     fasa_calib_free(cal);
 }
 
+/* A prompt chunk on the GPU's tensor cores (gemm.cuh, flash.cuh) against
+ * the CPU: 300 pseudo-random tokens in chunks of 128 (every chunk takes the
+ * fp16 products), logits of every position, then a decode step; once with
+ * the flash attention kernel and once with the per-token attention a chunk
+ * deep in a long cache takes (FASA_CUDA_FLASH=0). */
+static void gpu_chunks_match_cpu(const fasa_model_info *in) {
+    enum { N = 300 };
+    const int64_t V = in->n_vocab;
+    int32_t *tok = malloc(N * sizeof *tok);
+    for (int i = 0; i < N; i++) tok[i] = 100 + (int32_t)(((int64_t)i * 7919) % (V - 200));
+    float *x = malloc((size_t)N * V * sizeof *x), *y = malloc((size_t)N * V * sizeof *y);
+    fasa_context_params p = fasa_context_default_params();
+    p.n_ctx = N + 8;
+    p.n_threads = 2;
+    p.kv_type = FASA_KV_F16;
+    p.n_batch = 128;
+    fasa_context *c = NULL;
+    assert_int_equal(fasa_context_init(real, &p, &c), FASA_OK);
+    assert_int_equal(fasa_eval(c, tok, N, x, true), FASA_OK);
+    for (int flash = 1; flash >= 0; flash--) {
+        if (!flash) setenv("FASA_CUDA_FLASH", "0", 1);
+        p.device = FASA_DEVICE_CUDA;
+        fasa_context *g = NULL;
+        assert_int_equal(fasa_context_init(real, &p, &g), FASA_OK);
+        unsetenv("FASA_CUDA_FLASH");
+        assert_int_equal(fasa_eval(g, tok, N, y, true), FASA_OK);
+        double worst = 0;
+        for (int t = 0; t < N; t++) {
+            const double e = rel_err(y + (int64_t)t * V, x + (int64_t)t * V, V);
+            if (e > 1e-3) fail_msg("%s: position %d: GPU vs CPU prefill relative error %.3g",
+                                   flash ? "flash" : "per-token attention", t, e);
+            worst = fmax(worst, e);
+        }
+        print_message("GPU prefill of %d tokens in chunks of 128 (%s): worst relative logit error %.3g\n", N,
+                      flash ? "flash attention" : "per-token attention", worst);
+        fasa_context *d = NULL;
+        if (flash) { /* the decode step after it */
+            p.device = FASA_DEVICE_CPU;
+            assert_int_equal(fasa_context_init(real, &p, &d), FASA_OK);
+            assert_int_equal(fasa_eval(d, tok, N, NULL, false), FASA_OK);
+            assert_int_equal(fasa_eval(d, &tok[5], 1, x, false), FASA_OK);
+            assert_int_equal(fasa_eval(g, &tok[5], 1, y, false), FASA_OK);
+            const double e = rel_err(y, x, V);
+            if (e > 1e-3) fail_msg("decode after a GPU prefill: relative error %.3g", e);
+            fasa_context_free(d);
+        }
+        fasa_context_free(g);
+    }
+    fasa_context_free(c);
+    free(tok);
+    free(x);
+    free(y);
+}
+
 static void test_gpu_device(void **state) {
     fasa_model_info in;
     fasa_model_get_info(real, &in);
@@ -457,6 +511,7 @@ static void test_gpu_device(void **state) {
     free(x);
     free(y);
     gpu_selection_matches_cpu(&in);
+    gpu_chunks_match_cpu(&in);
 }
 
 /* Truncating and re-evaluating gives the same logits as a fresh run. */

@@ -30,6 +30,7 @@ extern "C" {
 #include "cuda_check.h"
 #include "fasa_cuda.h"
 #include "fasa_cuda_internal.h"
+#include "cublas_dl.cuh"
 #include "gemm.cuh"
 #include "model_ops.cuh"
 #include "qmatmul.cuh"
@@ -67,6 +68,9 @@ struct cuda_backend {
     int64_t wh_elems;
     unsigned *amax;          /* the chunk input's largest magnitude, then its scale's inverse: */
     float *alpha;            /*   the products' alpha */
+    float *one_zero;         /* device 1.0f, 0.0f: cuBLAS's alpha and beta, read from device memory */
+    const cublas_dl *blas_f; /* cuBLAS for a chunk's products, when the machine has it (cublas_dl.cuh) */
+    cublasHandle_t blas;
     int32_t *tokens;
     sample_state *sample;
     uint32_t *keys[2];
@@ -78,6 +82,7 @@ struct cuda_backend {
     int32_t budget;          /* FASA step budget, 0 = dense */
     cudaGraphExec_t *graphs; /* [n_layers]: each layer's decode launches, re-captured per step */
     bool use_graphs;         /* FASA_CUDA_GRAPHS=1 in the environment: decode layers as graphs */
+    bool no_flash;           /* FASA_CUDA_FLASH=0: every chunk's attention token by token (tests) */
 };
 
 cuda_backend *be(const fasa_context *c) { return (cuda_backend *)c->be; }
@@ -284,6 +289,9 @@ fasa_status alloc_activations(cuda_backend *b) {
     CUDA_TRY(cudaMalloc((void **)&b->wh, (size_t)b->wh_elems * sizeof(__half)));
     CUDA_TRY(cudaMalloc((void **)&b->amax, sizeof(unsigned)));
     CUDA_TRY(cudaMalloc((void **)&b->alpha, sizeof(float)));
+    const float one_zero[2] = {1.0f, 0.0f};
+    CUDA_TRY(cudaMalloc((void **)&b->one_zero, sizeof one_zero));
+    CUDA_TRY(cudaMemcpy(b->one_zero, one_zero, sizeof one_zero, cudaMemcpyHostToDevice));
     b->act_bytes += (uint64_t)B * widest * 2 + (uint64_t)b->wh_elems * 2 + 8;
     CUDA_TRY(cudaMalloc((void **)&b->tokens, (size_t)B * sizeof(int32_t)));
     CUDA_TRY(cudaMalloc((void **)&b->sample, sizeof(sample_state)));
@@ -305,16 +313,36 @@ void cuda_free(fasa_context *c) {
     if (b->actx) cudaStreamSynchronize(stream_of(b));
     drop_graphs(b);
     free(b->graphs);
+    if (b->blas) b->blas_f->destroy(b->blas);
     free_caches(&b->m->info, b->actx, b->kv);
     void *bufs[] = {b->weights, b->x,       b->xb,      b->q,       b->k,      b->v,      b->gate,
                     b->up,      b->proj,    b->logits,  b->tokens,  b->sample, b->keys[0], b->keys[1],
                     b->ids[0],  b->ids[1],  b->sort_tmp, b->x8q,      b->x8d,    b->xh,     b->wh,
-                    b->amax,    b->alpha};
+                    b->amax,    b->alpha,   b->one_zero};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) cudaFree(bufs[i]);
     free(b->layers);
     attn_policy_free(b->policy);
     free(b);
     c->be = nullptr;
+}
+
+/* cuBLAS on the context's stream, alpha and beta in device memory (the
+ * chunk input's scale is known only there); without the library the
+ * products take gemm.cuh's kernel. */
+fasa_status open_blas(cuda_backend *b) {
+    const cublas_dl *f = cublas_dl_get();
+    if (!f) return FASA_OK;
+    cublasHandle_t h = nullptr;
+    cublasStatus_t e = f->create(&h);
+    if (e == CUBLAS_STATUS_SUCCESS && (e = f->set_stream(h, stream_of(b))) == CUBLAS_STATUS_SUCCESS)
+        e = f->set_pointer_mode(h, CUBLAS_POINTER_MODE_DEVICE);
+    if (e != CUBLAS_STATUS_SUCCESS) {
+        if (h) f->destroy(h);
+        return fasa_error(FASA_E_INTERNAL, "cuBLAS: setting up a handle failed (status %d)", (int)e);
+    }
+    b->blas_f = f;
+    b->blas = h;
+    return FASA_OK;
 }
 
 fasa_status cuda_init(fasa_context *c, const fasa_context_params *p) {
@@ -345,12 +373,15 @@ fasa_status cuda_init(fasa_context *c, const fasa_context_params *p) {
     b->n_batch = n_batch;
     const char *g = getenv("FASA_CUDA_GRAPHS");
     b->use_graphs = g && !strcmp(g, "1");
+    const char *fl = getenv("FASA_CUDA_FLASH");
+    b->no_flash = fl && !strcmp(fl, "0");
     if (!(b->layers = (dev_layer *)calloc((size_t)in->n_layers, sizeof *b->layers)) ||
         !(b->graphs = (cudaGraphExec_t *)calloc((size_t)in->n_layers, sizeof *b->graphs)))
         st = fasa_error(FASA_E_NOMEM, "out of memory for the GPU layer table");
     if (!st) st = make_caches(b, c, nullptr, 0, nullptr, FASA_CUDA_LABEL_F16, &b->actx, &b->kv);
     if (!st) st = upload_weights(b);
     if (!st) st = alloc_activations(b);
+    if (!st) st = open_blas(b);
     if (st) cuda_free(c);
     return st;
 }
@@ -472,7 +503,22 @@ fasa_status tc_product_rows(const cuda_backend *b, const dev_weight &w, int64_t 
     CUDA_TRY(e);
     const gemm_args a = {b->xh, w.cols, b->wh, w.cols, y, ldy, n, (int32_t)count, (int32_t)w.cols, bias,
                          scaled ? b->alpha : nullptr};
-    CUDA_TRY(gemm_f16(a, s));
+    if (!b->blas) {
+        CUDA_TRY(gemm_f16(a, s));
+        return FASA_OK;
+    }
+    /* column-major for cuBLAS: y^T (count x n) = W (count x cols, i.e. its rows) . xh^T; the stream
+     * is set each time because a policy change gives the backend a new one (make_caches) */
+    cublasStatus_t bs = b->blas_f->set_stream(b->blas, s);
+    if (bs == CUBLAS_STATUS_SUCCESS)
+        bs = b->blas_f->gemm_ex(b->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)count, n, (int)w.cols, scaled ? b->alpha : b->one_zero,
+                           b->wh, CUDA_R_16F, (int)w.cols, b->xh, CUDA_R_16F, (int)w.cols, b->one_zero + 1, y, CUDA_R_32F,
+                           (int)ldy, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    if (bs != CUBLAS_STATUS_SUCCESS)
+        return fasa_error(FASA_E_INTERNAL, "cuBLAS: a %lld x %lld x %d product failed (status %d)", (long long)count,
+                          (long long)w.cols, n, (int)bs);
+    if (bias) CUDA_TRY(launch_k(gemm_bias_kernel, dim3(grid_for((int64_t)n * count, 256)), dim3(256), 0, s, true, y, ldy,
+                                (int64_t)n, count, bias));
     return FASA_OK;
 }
 
@@ -485,7 +531,9 @@ fasa_status tc_product(const cuda_backend *b, const dev_weight &w, int32_t n, fl
  * query rows and KV head, so a few tokens deep in a long cache (a chat
  * turn) leave most of the GPU idle there, and the decode kernel, which
  * splits the keys over CTAs, takes them one by one instead. */
-bool use_flash(int32_t pos0, int32_t n) { return n >= 128 || pos0 + n <= 8192; }
+bool use_flash(const cuda_backend *b, int32_t pos0, int32_t n) {
+    return !b->no_flash && (n >= 128 || pos0 + n <= 8192);
+}
 
 /* Attention of layer l for n tokens at pos0 .. (keys already appended):
  * a decode step through the policy, or each prompt token over its prefix,
@@ -551,7 +599,7 @@ fasa_status layer_forward(cuda_backend *b, int32_t l, int32_t pos0, int32_t n, c
                       0, stream_of(b), true, b->q, b->k, n, in->n_heads, in->n_kv_heads, d, pos0,
                       (const float *)b->inv_freq, half));
     if ((st = fasa_cuda_layer_append_dev(b->kv[l], b->k, b->v, n))) return st;
-    if (tc && use_flash(pos0, n)) {
+    if (tc && use_flash(b, pos0, n)) {
         if ((st = fasa_cuda_prefill_attn(b->kv[l], n, b->q, b->xh)) ||
             (st = tc_product(b, L->wo, n, b->proj, nullptr, false)))
             return st;

@@ -554,7 +554,6 @@ fasa_status fasa_cuda_prefill_attn(fasa_cuda_layer *l, int32_t n, const float *q
     a.n_heads = p->n_heads;
     a.group = ctx->group;
     a.pos0 = l->n_past - n;
-    a.tokens_per_cta = FLASH_ROWS / ctx->group;
     a.scale_log2 = 1.4426950408889634f / sqrtf((float)p->head_dim);
     CUDA_TRY(flash_launch(a, p->n_kv_heads, p->head_dim, ctx->stream));
     return FASA_OK;

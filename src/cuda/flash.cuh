@@ -2,10 +2,10 @@
  *
  * The chunk's n queries are the tokens at pos0 .. pos0 + n - 1, whose K and
  * V are already in the cache; query t attends to cached tokens 0 .. pos0 + t.
- * A CTA takes one KV head and 64 query rows: the rows are (token, head)
- * pairs of that KV head's group (GQA packed: row = token * group + head),
- * so K and V tiles are read once for all the heads that share them. Four
- * warps own 16 rows each; the CTA walks the keys in tiles of 64, K and V
+ * A CTA takes one KV head and 64 or 128 query rows: the rows are (token,
+ * head) pairs of that KV head's group (GQA packed: row = token * group +
+ * head), so K and V tiles are read once for all the heads that share them.
+ * Its warps own 16 rows each; the CTA walks the keys in tiles of 64, K and V
  * double-buffered in shared memory through cp.async, S = Q K^T and O += P V
  * as m16n8k16 MMAs with fp32 accumulators, and an online softmax in base 2
  * (Q is pre-scaled by softmax_scale * log2 e). P goes from S's accumulator
@@ -27,9 +27,7 @@
 #include "launch.cuh"
 #include "mma.cuh"
 
-#define FLASH_ROWS 64 /* query rows per CTA */
 #define FLASH_KEYS 64 /* keys per tile */
-#define FLASH_THREADS 128
 
 typedef struct flash_args {
     const float *q;          /* [n][n_heads][D] fp32, post-RoPE */
@@ -37,18 +35,19 @@ typedef struct flash_args {
     const __half *k, *v;     /* cache base [n_kv][cap][D] (device or mapped host) */
     int64_t head_stride;     /* cap * D */
     int32_t n, n_heads, group, pos0;
-    int32_t tokens_per_cta;  /* FLASH_ROWS / group */
+    int32_t tokens_per_cta;  /* rows per CTA / group (set by flash_launch) */
     float scale_log2;
 } flash_args;
 
-template <int D> constexpr int flash_smem_bytes() { return (FLASH_ROWS + 4 * FLASH_KEYS) * (D + 8) * 2; }
+template <int D, int ROWS> constexpr int flash_smem_bytes() { return (ROWS + 4 * FLASH_KEYS) * (D + 8) * 2; }
 
-template <int D>
-__global__ void __launch_bounds__(FLASH_THREADS) flash_prefill_kernel(const flash_args a) {
+template <int D, int ROWS>
+__global__ void __launch_bounds__(ROWS * 2) flash_prefill_kernel(const flash_args a) {
+    constexpr int THREADS = ROWS * 2;
     constexpr int LD = D + 8; /* halves per shared row: ldmatrix's 8 row reads hit distinct banks */
     extern __shared__ __align__(16) __half flash_smem[];
     __half *sq = flash_smem;                  /* [ROWS][LD] */
-    __half *sk = sq + FLASH_ROWS * LD;        /* [2][KEYS][LD] */
+    __half *sk = sq + ROWS * LD;              /* [2][KEYS][LD] */
     __half *sv = sk + 2 * FLASH_KEYS * LD;    /* [2][KEYS][LD] */
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, c = lane & 3;
     const int kvh = blockIdx.y, G = a.group;
@@ -61,7 +60,7 @@ __global__ void __launch_bounds__(FLASH_THREADS) flash_prefill_kernel(const flas
     pdl_wait();
 
     /* Q rows -> fp16, scaled; rows past the chunk are zero. */
-    for (int i = tid; i < FLASH_ROWS * D / 4; i += FLASH_THREADS) {
+    for (int i = tid; i < ROWS * D / 4; i += THREADS) {
         const int r = i / (D / 4), d = (i % (D / 4)) * 4;
         float4 x = make_float4(0.f, 0.f, 0.f, 0.f);
         if (r < n_rows) {
@@ -75,7 +74,7 @@ __global__ void __launch_bounds__(FLASH_THREADS) flash_prefill_kernel(const flas
 
     auto load_tile = [&](int64_t key0, int buf) {
         constexpr int PIECES = FLASH_KEYS * D / 8; /* 16-byte pieces per matrix */
-        for (int p = tid; p < PIECES; p += FLASH_THREADS) {
+        for (int p = tid; p < PIECES; p += THREADS) {
             const int r = p / (D / 8), d = (p % (D / 8)) * 8;
             const int64_t key = key0 + r;
             const bool ok = key < n_keys;
@@ -201,18 +200,24 @@ __global__ void __launch_bounds__(FLASH_THREADS) flash_prefill_kernel(const flas
     }
 }
 
-/* Enqueues the kernel for head dimension D (64 or 128). */
-template <int D> static cudaError_t flash_launch_d(const flash_args &a, int32_t n_kv, cudaStream_t st) {
+/* Enqueues the kernel for head dimension D (64 or 128) with ROWS query rows per CTA. */
+template <int D, int ROWS> static cudaError_t flash_launch_d(flash_args a, int32_t n_kv, cudaStream_t st) {
+    a.tokens_per_cta = ROWS / a.group;
     /* the dynamic shared-memory limit is per function and device: set it every time (cheap) */
-    const cudaError_t e = cudaFuncSetAttribute(flash_prefill_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                               flash_smem_bytes<D>());
+    const cudaError_t e = cudaFuncSetAttribute(flash_prefill_kernel<D, ROWS>,
+                                               cudaFuncAttributeMaxDynamicSharedMemorySize, flash_smem_bytes<D, ROWS>());
     if (e != cudaSuccess) return e;
     const dim3 grid((unsigned)((a.n + a.tokens_per_cta - 1) / a.tokens_per_cta), (unsigned)n_kv);
-    return launch_k(flash_prefill_kernel<D>, grid, dim3(FLASH_THREADS), (size_t)flash_smem_bytes<D>(), st, true, a);
+    return launch_k(flash_prefill_kernel<D, ROWS>, grid, dim3(ROWS * 2), (size_t)flash_smem_bytes<D, ROWS>(), st, true,
+                    a);
 }
 
-static inline cudaError_t flash_launch(const flash_args &a, int32_t n_kv, int32_t D, cudaStream_t st) {
-    return D == 128 ? flash_launch_d<128>(a, n_kv, st) : flash_launch_d<64>(a, n_kv, st);
+/* rows: query rows per CTA, 64 or 128; 0 picks: 128 (K and V read from L2
+ * half as often) once the chunk gives every multiprocessor a CTA anyway. */
+static inline cudaError_t flash_launch(const flash_args &a, int32_t n_kv, int32_t D, cudaStream_t st, int rows = 0) {
+    if (rows == 0) rows = (int64_t)a.n * a.group / 128 * n_kv >= 128 ? 128 : 64;
+    if (D == 128) return rows == 128 ? flash_launch_d<128, 128>(a, n_kv, st) : flash_launch_d<128, 64>(a, n_kv, st);
+    return rows == 128 ? flash_launch_d<64, 128>(a, n_kv, st) : flash_launch_d<64, 64>(a, n_kv, st);
 }
 
 #endif

@@ -207,6 +207,13 @@ __global__ void __launch_bounds__(GEMM_THREADS) gemm_f16_kernel(const gemm_args 
         }
 }
 
+/* y[m][n] += bias[n] for m < M, n < N (after a product that took no bias). */
+__global__ void gemm_bias_kernel(float *y, int64_t ldy, int64_t M, int64_t N, const float *bias) {
+    pdl_enter();
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < M * N; i += (int64_t)gridDim.x * blockDim.x)
+        y[(i / N) * ldy + i % N] += bias[i % N];
+}
+
 /* ---- host side ---------------------------------------------------------- */
 
 struct gemm_dequant_launcher {
