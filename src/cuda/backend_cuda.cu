@@ -66,8 +66,8 @@ struct cuda_backend {
     __half *xh;              /* a prompt chunk's product input in fp16, [n_batch][widest] (gemm.cuh) */
     __half *wh;              /* one weight matrix expanded to fp16 for a chunk's products */
     int64_t wh_elems;
-    unsigned *amax;          /* the chunk input's largest magnitude, then its scale's inverse: */
-    float *alpha;            /*   the products' alpha */
+    unsigned *amax;          /* the chunk input's largest magnitude (float bits) */
+    float *alpha;            /* the inverse of the scale that brought it into fp16 range: the products' alpha */
     float *one_zero;         /* device 1.0f, 0.0f: cuBLAS's alpha and beta, read from device memory */
     const cublas_dl *blas_f; /* cuBLAS for a chunk's products, when the machine has it (cublas_dl.cuh) */
     cublasHandle_t blas;
