@@ -47,6 +47,13 @@ build() {
     local p3=$!
     $nv bench/cuda/cluster_step.cu -o "$BUILD/cluster_step" &
     local p4=$!
+    # the prompt-chunk kernels: the workbench links the block decoders (quant.c) and,
+    # when the toolkit has it, cuBLAS to time beside
+    local q
+    for q in quant quant_simd; do cc -std=c17 -O2 -march=x86-64-v3 -Iinclude -Isrc -c src/$q.c -o "$BUILD/$q.o" || return 1; done
+    $nv -DWITH_CUBLAS bench/cuda/prefill.cu "$BUILD/quant.o" "$BUILD/quant_simd.o" "$BUILD/error.o" -lcublas \
+        -o "$BUILD/prefill" || $nv bench/cuda/prefill.cu "$BUILD/quant.o" "$BUILD/quant_simd.o" "$BUILD/error.o" \
+        -o "$BUILD/prefill" || return 1
     wait $p1 || return 1
     $nv bench/cuda/fasa_step.cu "$BUILD/fasa_cuda.o" "$BUILD/error.o" -o "$BUILD/fasa_step" || return 1
     wait $p2 || return 1
@@ -60,7 +67,7 @@ build() {
 } | tee "$OUT/build.log"
 
 if want build; then
-    if runs dense_decode && runs tip_topk && runs cluster_step && runs fasa_step; then
+    if runs dense_decode && runs tip_topk && runs cluster_step && runs fasa_step && runs prefill; then
         note "reusing the binaries in $BUILD"
     else
         build 2>&1 | tee -a "$OUT/build.log"
@@ -74,6 +81,8 @@ if want validate; then
         timeout $T "$BUILD/$prog" --validate >>"$OUT/validate.log" 2>&1 || status=1
         grep -E "validation: (passed|FAILED)" "$OUT/validate.log" | tail -1
     done
+    timeout $T "$BUILD/prefill" --check >>"$OUT/validate.log" 2>&1 || status=1
+    grep -E "all checks passed|SOME CHECKS FAILED" "$OUT/validate.log" | tail -1
     grep -E "FAIL" "$OUT/validate.log" | head -40
 fi
 
@@ -92,6 +101,7 @@ if want bench; then
     note "benchmarks" | tee "$OUT/bench.log"
     timeout $T "$BUILD/tip_topk" --bench >>"$OUT/bench.log" 2>&1 || status=1
     timeout $T "$BUILD/cluster_step" --bench >>"$OUT/bench.log" 2>&1 || status=1
+    timeout $T "$BUILD/prefill" --bench >>"$OUT/bench.log" 2>&1 || status=1
     timeout $T "$BUILD/fasa_step" --bench ${QUICK:+--quick} --csv "$OUT/ours.csv" >>"$OUT/bench.log" 2>&1 || status=1
 fi
 
