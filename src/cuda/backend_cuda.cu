@@ -528,7 +528,7 @@ fasa_status tc_product(const cuda_backend *b, const dev_weight &w, int32_t n, fl
 }
 
 /* Whether a chunk's attention takes the flash kernel: it runs a CTA per 64
- * query rows and KV head, so a few tokens deep in a long cache (a chat
+ * or 128 query rows and KV head, so a few tokens deep in a long cache (a chat
  * turn) leave most of the GPU idle there, and the decode kernel, which
  * splits the keys over CTAs, takes them one by one instead. */
 bool use_flash(const cuda_backend *b, int32_t pos0, int32_t n) {
@@ -553,8 +553,7 @@ fasa_status attention(cuda_backend *b, int32_t l, int32_t pos0, int32_t n) {
     return FASA_OK;
 }
 
-/* The attention block's products of a chunk on tensor cores: Q, K, V from
- * b->xb, then (after attention) the output projection into b->proj. */
+/* Q, K and V of a chunk on tensor cores, from b->xb (with their biases). */
 fasa_status tc_qkv(const cuda_backend *b, const dev_layer *L, int32_t n) {
     fasa_status st;
     if ((st = tc_input(b, b->xb, n, b->m->info.n_embd)) || (st = tc_product(b, L->wq, n, b->q, L->bq)) ||
