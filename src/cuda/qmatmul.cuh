@@ -25,6 +25,7 @@
 #include "../quant.h"
 #include "../quant_block.h"
 #include "launch.cuh"
+#include "mma.cuh"
 
 /* Elements per block and bytes per block of each format as the kernels see
  * them (whole-element formats in blocks of 8). */
@@ -79,13 +80,6 @@ typedef struct qmm_args {
     const float *bias;  /* optional [rows], added to every token's output */
 } qmm_args;
 
-__device__ __forceinline__ void qmm_cp16(void *smem, const void *gmem) {
-    const unsigned s = (unsigned)__cvta_generic_to_shared(smem);
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem));
-}
-__device__ __forceinline__ void qmm_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-__device__ __forceinline__ void qmm_wait_prev() { asm volatile("cp.async.wait_group 1;\n" ::); }
-__device__ __forceinline__ void qmm_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::); }
 
 /* Stages row bytes [off, off + chunk) (16-byte aligned span covering
  * them) into buf; returns the offset of byte `off` inside buf. */
@@ -96,7 +90,7 @@ __device__ __forceinline__ int qmm_stage(uint8_t *buf, const uint8_t *row, int64
     const int lead = (int)((uintptr_t)start - a);
     const int64_t end = off + chunk < row_bytes ? off + chunk : row_bytes;
     const int n16 = (int)((lead + (end - off) + 15) / 16);
-    for (int i = lane; i < n16; i += 32) qmm_cp16(buf + 16 * i, (const void *)(a + 16 * i));
+    for (int i = lane; i < n16; i += 32) cp16_zfill(buf + 16 * i, (const void *)(a + 16 * i), true);
     return lead;
 }
 
@@ -119,13 +113,13 @@ __global__ void __launch_bounds__(QMM_WARPS * 32) qmm_kernel(const qmm_args a) {
 
     int lead[2];
     lead[0] = qmm_stage(smem[warp][0], row, 0, a.row_bytes, lane);
-    qmm_commit();
+    cp_commit();
     int buf = 0;
     for (int64_t b0 = 0; b0 < n_blocks; b0 += BLOCKS_PER_CHUNK, buf ^= 1) {
         const int64_t next = (b0 + BLOCKS_PER_CHUNK) * F::bytes;
         if (next < a.row_bytes) lead[buf ^ 1] = qmm_stage(smem[warp][buf ^ 1], row, next, a.row_bytes, lane);
-        qmm_commit();
-        qmm_wait_prev();
+        cp_commit();
+        cp_wait<1>();
         __syncwarp();
         const uint8_t *chunk = smem[warp][buf] + lead[buf];
         const int nb = (int)(n_blocks - b0 < BLOCKS_PER_CHUNK ? n_blocks - b0 : BLOCKS_PER_CHUNK);
@@ -145,7 +139,7 @@ __global__ void __launch_bounds__(QMM_WARPS * 32) qmm_kernel(const qmm_args a) {
         __syncwarp(); /* the buffer is refilled two chunks on */
         (void)chunk_bytes;
     }
-    qmm_wait_all();
+    cp_wait<0>();
 #pragma unroll
     for (int t = 0; t < NT; ++t) {
         float v = acc[t];
@@ -352,16 +346,16 @@ __global__ void __launch_bounds__(WARPS * 32) qmm_kq_staged_kernel(const qmm_arg
     const uint8_t *w = a.w + row * a.row_bytes;
     const int64_t n_blocks = a.cols / 256, n_pieces = (n_blocks + NB - 1) / NB;
     int lead_cur = qmm_stage(smem[warp][0], w, 0, a.row_bytes, lane, CHUNK), lead_next = 0;
-    qmm_commit();
+    cp_commit();
     float acc = 0.f;
     for (int64_t c = 0; c < n_pieces; ++c) {
         const int cur = (int)(c & 1);
         if (c + 1 < n_pieces) {
             lead_next = qmm_stage(smem[warp][cur ^ 1], w, (c + 1) * NB * KQ::bytes, a.row_bytes, lane, CHUNK);
-            qmm_commit();
-            qmm_wait_prev();
+            cp_commit();
+            cp_wait<1>();
         } else {
-            qmm_wait_all();
+            cp_wait<0>();
         }
         __syncwarp();
         const uint8_t *buf = smem[warp][cur] + lead_cur;
