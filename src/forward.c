@@ -37,8 +37,22 @@ void fasa_rope_apply(float *x, int32_t n_heads, int32_t head_dim, fasa_rope_layo
     }
 }
 
-static void matmul(const cpu_backend *c, const fasa_weight *w, const float *x, int32_t n, float *y) {
-    (c->f32_activations ? quant_matmul : quant_matmul_x8)(w->type, w->data, w->rows, w->cols, x, n, y, c->n_threads);
+/* y = W x for n tokens, the first at position pos. Activations are rounded
+ * to int8 (quant_matmul_x8) unless the context asks for f32, except at
+ * position 0: the first token carries the model's massive activations (one
+ * channel thousands of times the others), which int8 groups cannot hold
+ * (its logits moved by up to 10% on Qwen2.5), and every later token attends
+ * to it. */
+static void matmul(const cpu_backend *c, const fasa_weight *w, const float *x, int32_t n, int32_t pos, float *y) {
+    if (c->f32_activations) {
+        quant_matmul(w->type, w->data, w->rows, w->cols, x, n, y, c->n_threads);
+        return;
+    }
+    if (pos == 0 && n > 0) {
+        quant_matmul(w->type, w->data, w->rows, w->cols, x, 1, y, c->n_threads);
+        x += w->cols, y += w->rows, n--;
+    }
+    if (n > 0) quant_matmul_x8(w->type, w->data, w->rows, w->cols, x, n, y, c->n_threads);
 }
 
 static void add_into(float *x, const float *y, int64_t n) {
@@ -173,9 +187,9 @@ static void layer_forward(cpu_backend *c, int32_t l, int32_t pos0, int32_t n) {
     const int32_t half = d / 2;
 
     for (int32_t t = 0; t < n; t++) rmsnorm(c->xb + (int64_t)t * E, c->x + (int64_t)t * E, L->attn_norm, E, m->rms_eps);
-    matmul(c, &L->wq, c->xb, n, c->q);
-    matmul(c, &L->wk, c->xb, n, c->k);
-    matmul(c, &L->wv, c->xb, n, c->v);
+    matmul(c, &L->wq, c->xb, n, pos0, c->q);
+    matmul(c, &L->wk, c->xb, n, pos0, c->k);
+    matmul(c, &L->wv, c->xb, n, pos0, c->v);
     add_bias(c->q, L->bq, n, HD);
     add_bias(c->k, L->bk, n, KVD);
     add_bias(c->v, L->bv, n, KVD);
@@ -187,17 +201,17 @@ static void layer_forward(cpu_backend *c, int32_t l, int32_t pos0, int32_t n) {
         if (c->policy && c->policy->ops->append) c->policy->ops->append(c->policy, &c->kv, l, pos0 + t);
     }
     forward_attention(c, l, pos0, n);
-    matmul(c, &L->wo, c->xb, n, c->proj);
+    matmul(c, &L->wo, c->xb, n, pos0, c->proj);
     add_into(c->x, c->proj, (int64_t)n * E);
 
     for (int32_t t = 0; t < n; t++) rmsnorm(c->xb + (int64_t)t * E, c->x + (int64_t)t * E, L->ffn_norm, E, m->rms_eps);
-    matmul(c, &L->w_gate, c->xb, n, c->gate);
-    matmul(c, &L->w_up, c->xb, n, c->up);
+    matmul(c, &L->w_gate, c->xb, n, pos0, c->gate);
+    matmul(c, &L->w_up, c->xb, n, pos0, c->up);
     for (int64_t i = 0; i < (int64_t)n * F; i++) {
         const float g = c->gate[i];
         c->gate[i] = g / (1.0f + expf(-g)) * c->up[i];
     }
-    matmul(c, &L->w_down, c->gate, n, c->proj);
+    matmul(c, &L->w_down, c->gate, n, pos0, c->proj);
     add_into(c->x, c->proj, (int64_t)n * E);
 }
 
@@ -215,5 +229,5 @@ void cpu_forward(cpu_backend *c, const int32_t *tokens, int32_t n, float *logits
     const int32_t first = all_logits ? 0 : n - 1, n_out = n - first;
     for (int32_t t = first; t < n; t++)
         rmsnorm(c->xb + (int64_t)(t - first) * E, c->x + (int64_t)t * E, m->output_norm, E, m->rms_eps);
-    matmul(c, &m->output, c->xb, n_out, logits);
+    matmul(c, &m->output, c->xb, n_out, pos0 + first, logits);
 }

@@ -183,7 +183,8 @@ void quant_matmul_x8(uint32_t type, const void *w, int64_t rows, int64_t cols, c
                      int64_t n_tok, float *y, int n_threads) {
     const quant_dot_x8_fn dot = quant_dot_x8_of(type);
     const quant_kernels *k = quant_kernels_of(type);
-    if (!dot || !k || n_tok >= GEMM_MIN_TOKENS || cols <= 0 || cols % 256) {
+    const bool gemm = n_tok >= GEMM_MIN_TOKENS;
+    if (!dot || !k || (gemm && !quant_gemm_x8_supports(type)) || cols <= 0 || cols % 256) {
         quant_matmul(type, w, rows, cols, x, n_tok, y, n_threads);
         return;
     }
@@ -201,13 +202,18 @@ void quant_matmul_x8(uint32_t type, const void *w, int64_t rows, int64_t cols, c
         x8[t] = (quant_x8){(int8_t *)(f + floats), f, f + cols / 32, f + cols / 32 + cols / 16};
         quant_x8_quantize(x + t * cols, cols, &x8[t]);
     }
-    matmul_args a = {k, w, quant_row_bytes(type, cols), rows, cols, x, n_tok, y, dot, x8};
-    int nth = n_threads > 1 && rows * cols * n_tok >= PARALLEL_MIN_WORK ? n_threads : 1;
+    if (gemm) {
+        if (!quant_gemm_x8(type, w, rows, cols, x8, n_tok, y, n_threads))
+            quant_matmul(type, w, rows, cols, x, n_tok, y, n_threads); /* no memory for panels */
+    } else {
+        matmul_args a = {k, w, quant_row_bytes(type, cols), rows, cols, x, n_tok, y, dot, x8};
+        int nth = n_threads > 1 && rows * cols * n_tok >= PARALLEL_MIN_WORK ? n_threads : 1;
 #pragma omp parallel num_threads(nth) if (nth > 1)
-    {
-        int64_t r0, r1;
-        split_range(rows, 1, omp_get_thread_num(), omp_get_num_threads(), &r0, &r1);
-        matmul_rows_by_dot(&a, r0, r1, 0, n_tok);
+        {
+            int64_t r0, r1;
+            split_range(rows, 1, omp_get_thread_num(), omp_get_num_threads(), &r0, &r1);
+            matmul_rows_by_dot(&a, r0, r1, 0, n_tok);
+        }
     }
     free(buf);
 }

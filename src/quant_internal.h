@@ -75,6 +75,14 @@ typedef float (*quant_dot_x8_fn)(const void *row, const quant_x8 *x, int64_t n);
 /* The integer kernel of a format; NULL where it has none. */
 quant_dot_x8_fn quant_dot_x8_of(uint32_t type);
 
+/* Prefill product with int8 activations (gemm_x8.c): y[t * rows + r] =
+ * sum_c W[r][c] x'_t[c] for the n_tok rounded tokens x8[t]. False, with y
+ * untouched, for a format it has no unpacking for, rows that are not whole
+ * 256-element blocks, or no memory for its panels. */
+bool quant_gemm_x8_supports(uint32_t type);
+bool quant_gemm_x8(uint32_t type, const void *w, int64_t rows, int64_t cols, const quant_x8 *x8, int64_t n_tok,
+                   float *y, int n_threads);
+
 /* "avx512", "avx2" or "scalar": which kernels this build compiled. */
 const char *quant_simd_isa(void);
 

@@ -660,18 +660,24 @@ static void test_matmul_x8(void **state) {
     for (size_t i = 0; i < 2; i++) {
         const test_format *f = format_of(types[i]);
         assert_non_null(quant_dot_x8_of(types[i]));
-        const int64_t row_counts[] = {1, 7, 129};
+        assert_true(quant_gemm_x8_supports(types[i]));
+        /* 1 and 3 tokens: the decode kernels; 6 and more: the prefill
+         * panels (gemm_x8.c), with partial row panels (7, 129 rows), partial
+         * token tiles, and rows longer than one panel (2304 columns) */
+        const int64_t row_counts[] = {1, 7, 129}, token_counts[] = {1, 3, 6, 13};
         for (size_t ri = 0; ri < 3; ri++)
-            for (int64_t t = 1; t <= 3; t += 2)
-                for (int th = 1; th <= 2; th++) check_matmul_x8(f, row_counts[ri], ri == 2 ? 2304 : 512, t, th, &s);
+            for (size_t ti = 0; ti < 4; ti++)
+                for (int th = 1; th <= 2; th++)
+                    check_matmul_x8(f, row_counts[ri], ri == 2 ? 2304 : 512, token_counts[ti], th, &s);
     }
-    /* Formats without an integer kernel, and prefill-sized token counts,
-     * take the f32 path: results identical to quant_matmul's. */
+    /* Formats without an integer kernel take the f32 path: results
+     * identical to quant_matmul's, for decode and prefill token counts. */
     const test_format *f = format_of(FASA_TYPE_Q4_1);
     assert_null(quant_dot_x8_of(FASA_TYPE_Q4_1));
+    assert_false(quant_gemm_x8_supports(FASA_TYPE_Q4_1));
     const int64_t rows = 9, cols = 512;
     for (int64_t n_tok = 1; n_tok <= 8; n_tok += 7) {
-        const test_format *g = n_tok == 1 ? f : format_of(FASA_TYPE_Q4_K);
+        const test_format *g = f;
         uint8_t *w = make_row(g, rows * cols, &s);
         float *x = malloc((size_t)(n_tok * cols) * sizeof *x), *a = malloc((size_t)(rows * n_tok) * sizeof *a),
               *b = malloc((size_t)(rows * n_tok) * sizeof *b);
