@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "attn/dense.h"
+#include "attn/prefill.h"
 #include "error.h"
 #include "quant.h"
 
@@ -26,7 +27,9 @@ static fasa_status alloc_scratch(cpu_backend *b) {
     const size_t KVD = (size_t)in->n_kv_heads * in->head_dim;
     const size_t E = (size_t)in->n_embd, wide = E > HD ? E : HD;
     const int32_t group = in->n_heads / in->n_kv_heads;
-    b->attn_scratch_stride = attn_dense_scratch(group, b->kv.n_ctx, in->head_dim);
+    const int64_t decode_scratch = attn_dense_scratch(group, b->kv.n_ctx, in->head_dim);
+    const int64_t prefill_scratch = attn_prefill_scratch(group, in->head_dim);
+    b->attn_scratch_stride = decode_scratch > prefill_scratch ? decode_scratch : prefill_scratch;
     if (!(b->x = fasa_malloc(B, E * sizeof(float), "activations")) ||
         !(b->xb = fasa_malloc(B, wide * sizeof(float), "activations")) ||
         !(b->q = fasa_malloc(B, HD * sizeof(float), "queries")) ||

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "attn/dense.h"
+#include "attn/prefill.h"
 #include "backend_cpu.h"
 #include "error.h"
 #include "quant.h"
@@ -79,20 +80,21 @@ static void rope_tables(cpu_backend *c, int32_t pos0, int32_t n) {
 }
 
 /* Causal dense attention of the chunk's queries over the cache (which already
- * holds the chunk's own keys): token t at position pos0 + t sees pos0 + t + 1 keys. */
+ * holds the chunk's own keys): token t at position pos0 + t sees pos0 + t + 1
+ * keys. Blocks of tokens per KV head, the longest (last) first. */
 static void attention_dense(cpu_backend *c, int32_t layer, int32_t pos0, int32_t n) {
     const fasa_model_info *in = &c->model->info;
-    const int32_t d = in->head_dim, group = in->n_heads / in->n_kv_heads;
+    const int32_t d = in->head_dim, group = in->n_heads / in->n_kv_heads, bt = attn_prefill_tokens(group);
     const int64_t qstride = (int64_t)in->n_heads * d;
     const float scale = 1.0f / sqrtf((float)d);
-    const int32_t n_tasks = n * in->n_kv_heads;
+    const int32_t n_blocks = (n + bt - 1) / bt, n_tasks = n_blocks * in->n_kv_heads;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(c->n_threads) if (n_tasks > 1)
     for (int32_t task = 0; task < n_tasks; task++) {
-        const int32_t t = task / in->n_kv_heads, h = task % in->n_kv_heads;
+        const int32_t b = n_blocks - 1 - task / in->n_kv_heads, h = task % in->n_kv_heads;
+        const int32_t t0 = b * bt, nt = n - t0 < bt ? n - t0 : bt;
         float *scratch = c->attn_scratch + omp_get_thread_num() * c->attn_scratch_stride;
-        const int64_t off = t * qstride + (int64_t)h * group * d;
-        attn_dense_group(&c->kv, layer, h, c->q + off, group, NULL, pos0 + t + 1, scale, c->xb + off,
-                         scratch);
+        const int64_t off = t0 * qstride + (int64_t)h * group * d;
+        attn_prefill_block(&c->kv, layer, h, c->q + off, qstride, group, pos0 + t0, nt, scale, c->xb + off, scratch);
     }
 }
 
