@@ -38,22 +38,26 @@ void fasa_rope_apply(float *x, int32_t n_heads, int32_t head_dim, fasa_rope_layo
     }
 }
 
-/* y = W x for n tokens, the first at position pos. Activations are rounded
- * to int8 (quant_matmul_x8) unless the context asks for f32, except at
- * position 0: the first token carries the model's massive activations (one
- * channel thousands of times the others), which int8 groups cannot hold
- * (its logits moved by up to 10% on Qwen2.5), and every later token attends
- * to it. */
+/* y_i = W_i x for n tokens, the first at position pos, and n_w matrices
+ * that share x. Activations are rounded to int8 (quant_matmul_x8_set)
+ * unless the context asks for f32, except at position 0: the first token
+ * carries the model's massive activations (one channel thousands of times
+ * the others), which int8 groups cannot hold (its logits moved by up to 10%
+ * on Qwen2.5), and every later token attends to it. */
+static void matmul_set(const cpu_backend *c, const fasa_weight *const *w, float *const *y, int n_w, const float *x,
+                       int32_t n, int32_t pos) {
+    const int64_t cols = w[0]->cols;
+    int32_t f32 = c->f32_activations ? n : pos == 0 && n > 0 ? 1 : 0; /* leading tokens on the f32 path */
+    for (int i = 0; i < n_w; i++)
+        if (f32) quant_matmul(w[i]->type, w[i]->data, w[i]->rows, cols, x, f32, y[i], c->n_threads);
+    if (f32 == n) return;
+    quant_product p[QUANT_MAX_PRODUCTS];
+    for (int i = 0; i < n_w; i++) p[i] = (quant_product){w[i]->type, w[i]->data, w[i]->rows, y[i] + f32 * w[i]->rows};
+    quant_matmul_x8_set(p, n_w, cols, x + f32 * cols, n - f32, c->n_threads);
+}
+
 static void matmul(const cpu_backend *c, const fasa_weight *w, const float *x, int32_t n, int32_t pos, float *y) {
-    if (c->f32_activations) {
-        quant_matmul(w->type, w->data, w->rows, w->cols, x, n, y, c->n_threads);
-        return;
-    }
-    if (pos == 0 && n > 0) {
-        quant_matmul(w->type, w->data, w->rows, w->cols, x, 1, y, c->n_threads);
-        x += w->cols, y += w->rows, n--;
-    }
-    if (n > 0) quant_matmul_x8(w->type, w->data, w->rows, w->cols, x, n, y, c->n_threads);
+    matmul_set(c, &w, &y, 1, x, n, pos);
 }
 
 static void add_into(float *x, const float *y, int64_t n) {
@@ -189,9 +193,8 @@ static void layer_forward(cpu_backend *c, int32_t l, int32_t pos0, int32_t n) {
     const int32_t half = d / 2;
 
     for (int32_t t = 0; t < n; t++) rmsnorm(c->xb + (int64_t)t * E, c->x + (int64_t)t * E, L->attn_norm, E, m->rms_eps);
-    matmul(c, &L->wq, c->xb, n, pos0, c->q);
-    matmul(c, &L->wk, c->xb, n, pos0, c->k);
-    matmul(c, &L->wv, c->xb, n, pos0, c->v);
+    const fasa_weight *qkv[3] = {&L->wq, &L->wk, &L->wv};
+    matmul_set(c, qkv, (float *[]){c->q, c->k, c->v}, 3, c->xb, n, pos0);
     add_bias(c->q, L->bq, n, HD);
     add_bias(c->k, L->bk, n, KVD);
     add_bias(c->v, L->bv, n, KVD);
@@ -207,8 +210,8 @@ static void layer_forward(cpu_backend *c, int32_t l, int32_t pos0, int32_t n) {
     add_into(c->x, c->proj, (int64_t)n * E);
 
     for (int32_t t = 0; t < n; t++) rmsnorm(c->xb + (int64_t)t * E, c->x + (int64_t)t * E, L->ffn_norm, E, m->rms_eps);
-    matmul(c, &L->w_gate, c->xb, n, pos0, c->gate);
-    matmul(c, &L->w_up, c->xb, n, pos0, c->up);
+    const fasa_weight *gate_up[2] = {&L->w_gate, &L->w_up};
+    matmul_set(c, gate_up, (float *[]){c->gate, c->up}, 2, c->xb, n, pos0);
     for (int64_t i = 0; i < (int64_t)n * F; i++) {
         const float g = c->gate[i];
         c->gate[i] = g / (1.0f + expf(-g)) * c->up[i];

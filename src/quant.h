@@ -78,6 +78,20 @@ void quant_matmul(uint32_t type, const void *w, int64_t rows, int64_t cols,
 void quant_matmul_x8(uint32_t type, const void *w, int64_t rows, int64_t cols, const float *x,
                      int64_t n_tok, float *y, int n_threads);
 
+/* One of several weight matrices multiplied by the same activations. */
+typedef struct quant_product {
+    uint32_t type;
+    const void *w;
+    int64_t rows;
+    float *y; /* [n_tok][rows] */
+} quant_product;
+#define QUANT_MAX_PRODUCTS 4
+
+/* quant_matmul_x8 for n matrices with rows of `cols` elements sharing x:
+ * x is rounded once, and a decode step's products share one parallel
+ * region (one fork and join for Q, K and V, or for gate and up). */
+void quant_matmul_x8_set(const quant_product *p, int n, int64_t cols, const float *x, int64_t n_tok, int n_threads);
+
 /* IEEE half <-> float, used by the F16 format and the f16 KV cache. */
 float fasa_f16_to_f32(uint16_t h);
 uint16_t fasa_f32_to_f16(float f);

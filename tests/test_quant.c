@@ -690,6 +690,39 @@ static void test_matmul_x8(void **state) {
     }
 }
 
+/* Several matrices sharing x (quant_matmul_x8_set: one rounding of x, one
+ * parallel region over all their rows in decode) give exactly what each
+ * gives alone, for decode and prefill token counts, and a set with a format
+ * that has no integer kernel gives that matrix its f32 product. */
+static void test_matmul_x8_set(void **state) {
+    (void)state;
+    uint64_t s = 8;
+    const uint32_t types[3] = {FASA_TYPE_Q4_K, FASA_TYPE_Q6_K, FASA_TYPE_Q4_K};
+    const int64_t rows[3] = {7, 300, 129}, cols = 512;
+    for (int mixed = 0; mixed < 2; mixed++)
+        for (int64_t n_tok = 1; n_tok <= 13; n_tok += 12) {
+            uint8_t *w[3];
+            float *x = malloc((size_t)(n_tok * cols) * sizeof *x), *alone[3], *together[3];
+            quant_product p[3];
+            for (int i = 0; i < 3; i++) {
+                const uint32_t type = mixed && i == 1 ? FASA_TYPE_Q4_1 : types[i];
+                w[i] = make_row(format_of(type), rows[i] * cols, &s);
+                alone[i] = malloc((size_t)(rows[i] * n_tok) * sizeof(float));
+                together[i] = malloc((size_t)(rows[i] * n_tok) * sizeof(float));
+                assert_true(alone[i] && together[i]);
+                p[i] = (quant_product){type, w[i], rows[i], together[i]};
+            }
+            for (int64_t i = 0; i < n_tok * cols; i++) x[i] = rng_uniform(&s);
+            quant_matmul_x8_set(p, 3, cols, x, n_tok, 2);
+            for (int i = 0; i < 3; i++) {
+                quant_matmul_x8(p[i].type, w[i], rows[i], cols, x, n_tok, alone[i], 2);
+                assert_memory_equal(alone[i], together[i], (size_t)(rows[i] * n_tok) * sizeof(float));
+                free(w[i]), free(alone[i]), free(together[i]);
+            }
+            free(x);
+        }
+}
+
 /* A NaN or infinity in x makes every output it meets NaN, as on the f32 path. */
 static void test_matmul_x8_not_finite(void **state) {
     (void)state;
@@ -857,6 +890,7 @@ int main(void) {
         cmocka_unit_test(test_matmul),
         cmocka_unit_test(test_matmul_long_rows),
         cmocka_unit_test(test_matmul_x8),
+        cmocka_unit_test(test_matmul_x8_set),
         cmocka_unit_test(test_matmul_x8_not_finite),
         cmocka_unit_test(test_gguf_golden_blocks),
         cmocka_unit_test(test_model_rows),
