@@ -10,12 +10,15 @@
  * output projection, each in its own buffer, in forward order, as one
  * decoded token reads them.
  *
+ * For formats with an int8 decode kernel, that kernel alone from L1 too.
+ *
  * usage: bench_matmul [runs] [format ...]
  *   runs     repetitions per figure (default 7)
  *   format   block formats to time one by one (default q4_1 q8_0, the
  *            default model's); any of q4_0 q4_1 q5_0 q5_1 q8_0 q2_k q3_k
  *            q4_k q5_k q6_k */
 #include "quant.h"
+#include "quant_internal.h"
 
 #if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
@@ -288,6 +291,38 @@ static void bench_model_sweep(int n_threads, int runs, double bw, uint64_t *s) {
     free(y);
 }
 
+/* An int8 decode kernel alone (quant_dot_x8_of), one thread: 16 rows of
+ * 1536 columns (14-20 KB) that stay in L1, each dotted KERNEL_REPS times per
+ * run, so that the figure is the kernel's instruction throughput and not
+ * the memory's; a full product runs at most this fast per thread. */
+static void bench_x8_kernel(uint32_t type, int runs, uint64_t *s) {
+    enum { ROWS = 16, COLS = 1536, KERNEL_REPS = 2000 };
+    const quant_dot_x8_fn dot = quant_dot_x8_of(type);
+    if (!dot) return;
+    void *w = make_weights(type, ROWS, COLS, s);
+    float *x = make_x(COLS, s);
+    int8_t *q = xmalloc(COLS);
+    float *d = xmalloc(COLS / 32 * sizeof *d), *s16 = xmalloc(COLS / 16 * sizeof *s16),
+          *s32 = xmalloc(COLS / 32 * sizeof *s32);
+    const quant_x8 x8 = {q, d, s16, s32};
+    quant_x8_quantize(x, COLS, &x8);
+    const size_t row_bytes = quant_row_bytes(type, COLS);
+    volatile float sink = 0; /* keeps the dot products from being optimized away */
+    double t[32];
+    for (int r = -1; r < runs; r++) { /* r = -1: warm-up */
+        double t0 = now_s();
+        float acc = 0;
+        for (int it = 0; it < KERNEL_REPS; it++)
+            for (int row = 0; row < ROWS; row++) acc += dot((const uint8_t *)w + row * row_bytes, &x8, COLS);
+        sink += acc;
+        if (r >= 0) t[r] = now_s() - t0;
+    }
+    const double gbs = (double)KERNEL_REPS * ROWS * (double)row_bytes / median(t, runs) * 1e-9;
+    printf("%-5s int8 kernel from L1, %d x %d, 1T: %.1f GB/s of weights\n", quant_traits_of(type)->name, ROWS, COLS,
+           gbs);
+    free(w), free(x), free(q), free(d), free(s16), free(s32);
+}
+
 int main(int argc, char **argv) {
     int runs = argc > 1 ? atoi(argv[1]) : 7;
     if (runs < 1 || runs > 32) {
@@ -319,7 +354,9 @@ int main(int argc, char **argv) {
                peak[th]);
     }
     for (int th = 1; th <= 2; th++) bench_model_sweep(th, runs, bw[th], &seed);
-    for (size_t i = 0; i < n_types; i++)
+    for (size_t i = 0; i < n_types; i++) {
+        bench_x8_kernel(types[i], runs, &seed);
         for (int th = 1; th <= 2; th++) bench_shapes(types[i], th, runs, bw[th], peak[th], &seed);
+    }
     return 0;
 }
