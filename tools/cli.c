@@ -138,21 +138,28 @@ double cli_now(void) {
 }
 
 void cli_progress_start(cli_progress *p, const char *label, const char *unit, int64_t total) {
-    *p = (cli_progress){label, unit, total, cli_now(), 0.0, isatty(STDERR_FILENO) != 0};
+    const double now = cli_now();
+    *p = (cli_progress){label, unit, total, now, now, isatty(STDERR_FILENO) != 0};
 }
 
+/* Into a log (stderr not a terminal), long jobs report a line every this
+ * many seconds, so that a run in the background shows where it is; short
+ * ones stay silent. */
+#define CLI_PROGRESS_LOG_S 60.0
+
 void cli_progress_update(cli_progress *p, int64_t done) {
-    if (!p->enabled) return;
     const double now = cli_now(), dt = now - p->start;
-    if (now - p->last_draw < 0.2 && done < p->total) return;
+    const bool skip = p->tty ? now - p->last_draw < 0.2 && done < p->total
+                             : now - p->last_draw < CLI_PROGRESS_LOG_S || done >= p->total;
+    if (skip) return;
     p->last_draw = now;
     const double rate = dt > 0 ? (double)done / dt : 0.0;
     const double eta = rate > 0 ? (double)(p->total - done) / rate : 0.0;
-    fprintf(stderr, "\r%s %lld/%lld %s  %.1f %s/s  ETA %.0fs   ", p->label, (long long)done,
-            (long long)p->total, p->unit, rate, p->unit, eta);
+    fprintf(stderr, "%s%s %lld/%lld %s  %.1f %s/s  ETA %.0fs%s", p->tty ? "\r" : "", p->label, (long long)done,
+            (long long)p->total, p->unit, rate, p->unit, eta, p->tty ? "   " : "\n");
     fflush(stderr);
 }
 
 void cli_progress_end(cli_progress *p) {
-    if (p->enabled) fprintf(stderr, "\r\033[K");
+    if (p->tty) fprintf(stderr, "\r\033[K");
 }

@@ -46,15 +46,15 @@ int32_t *cli_tokenize(const char *cmd, const fasa_model *m, const char *text, si
 
 double cli_now(void);
 
-/* A one-line progress display on stderr when it is a terminal:
- * "label  done/total  rate unit/s  ETA". */
+/* Progress on stderr, "label  done/total  rate unit/s  ETA": one line
+ * redrawn when stderr is a terminal, else (a log) a line a minute. */
 typedef struct cli_progress {
     const char *label;
     const char *unit;
     int64_t total;
     double start;
     double last_draw;
-    bool enabled;
+    bool tty; /* stderr is a terminal: one line redrawn; else a line every CLI_PROGRESS_LOG_S */
 } cli_progress;
 
 void cli_progress_start(cli_progress *p, const char *label, const char *unit, int64_t total);
