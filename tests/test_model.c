@@ -639,50 +639,58 @@ static void test_rope_shift_invariance(void **state) {
 }
 
 /* attn_dense_group against a float64 evaluation that maps query head qh of
- * the layer to KV head qh / group explicitly. */
+ * the layer to KV head qh / group explicitly: head dims that take the vector
+ * path in whole 64-column blocks (128), 64 plus 8 (72), 8 alone, and one that
+ * is not a multiple of 8 (20); 21 keys (two whole tiles of 8 and a short
+ * one) and a gathered subset. */
 static void test_gqa_attention(void **state) {
-    enum { D = 8, NKV = 3, T = 21 };
-    for (int group = 1; group <= 4; group++) {
-        fasa_kv kv;
-        assert_int_equal(kv_init(&kv, 1, NKV, D, T, FASA_KV_F32), FASA_OK);
-        float kr[NKV * D], vr[NKV * D];
-        for (int t = 0; t < T; t++) {
-            for (int i = 0; i < NKV * D; i++) kr[i] = frand(), vr[i] = frand();
-            kv_store(&kv, 0, t, kr, vr);
-        }
-        kv.n_tokens = T;
-        const int NH = NKV * group;
-        float q[NH * D], out[NH * D];
-        for (int i = 0; i < NH * D; i++) q[i] = 3 * frand();
-        int32_t idx[] = {0, 4, 5, 9, 20};
-        const int n_idx = sizeof idx / sizeof idx[0];
-        float scratch[attn_dense_scratch(4, T, D)];
-        for (int use_idx = 0; use_idx < 2; use_idx++) {
-            const int n = use_idx ? n_idx : T;
-            for (int h = 0; h < NKV; h++)
-                attn_dense_group(&kv, 0, h, q + h * group * D, group, use_idx ? idx : NULL, n, 0.5f,
-                                 out + h * group * D, scratch);
-            for (int qh = 0; qh < NH; qh++) {
-                const int kh = qh / group;
-                double w[T], mx = -INFINITY, sum = 0, ref[D] = {0};
-                for (int j = 0; j < n; j++) {
-                    const float *k = kv_k_row(&kv, 0, kh, use_idx ? idx[j] : j);
-                    double s = 0;
-                    for (int i = 0; i < D; i++) s += (double)q[qh * D + i] * k[i];
-                    w[j] = 0.5 * s;
-                    mx = fmax(mx, w[j]);
-                }
-                for (int j = 0; j < n; j++) sum += (w[j] = exp(w[j] - mx));
-                for (int j = 0; j < n; j++) {
-                    const float *v = kv_v_row(&kv, 0, kh, use_idx ? idx[j] : j);
-                    for (int i = 0; i < D; i++) ref[i] += w[j] / sum * v[i];
-                }
-                for (int i = 0; i < D; i++)
-                    if (fabs(out[qh * D + i] - ref[i]) > 1e-5)
-                        fail_msg("group %d head %d dim %d: %.7f vs %.7f", group, qh, i, out[qh * D + i], ref[i]);
+    enum { NKV = 3, T = 21, MAX_D = 128, MAX_GROUP = 4 };
+    const int dims[] = {8, 20, 72, 128};
+    for (size_t di = 0; di < sizeof dims / sizeof dims[0]; di++) {
+        const int D = dims[di];
+        for (int group = 1; group <= MAX_GROUP; group++) {
+            fasa_kv kv;
+            assert_int_equal(kv_init(&kv, 1, NKV, D, T, FASA_KV_F32), FASA_OK);
+            float kr[NKV * MAX_D], vr[NKV * MAX_D];
+            for (int t = 0; t < T; t++) {
+                for (int i = 0; i < NKV * D; i++) kr[i] = frand(), vr[i] = frand();
+                kv_store(&kv, 0, t, kr, vr);
             }
+            kv.n_tokens = T;
+            const int NH = NKV * group;
+            float q[NKV * MAX_GROUP * MAX_D], out[NKV * MAX_GROUP * MAX_D];
+            for (int i = 0; i < NH * D; i++) q[i] = 3 * frand() / sqrtf((float)D / 8);
+            int32_t idx[] = {0, 4, 5, 9, 20};
+            const int n_idx = sizeof idx / sizeof idx[0];
+            float scratch[attn_dense_scratch(MAX_GROUP, T, MAX_D)];
+            for (int use_idx = 0; use_idx < 2; use_idx++) {
+                const int n = use_idx ? n_idx : T;
+                for (int h = 0; h < NKV; h++)
+                    attn_dense_group(&kv, 0, h, q + h * group * D, group, use_idx ? idx : NULL, n, 0.5f,
+                                     out + h * group * D, scratch);
+                for (int qh = 0; qh < NH; qh++) {
+                    const int kh = qh / group;
+                    double w[T], mx = -INFINITY, sum = 0, ref[MAX_D] = {0};
+                    for (int j = 0; j < n; j++) {
+                        const float *k = kv_k_row(&kv, 0, kh, use_idx ? idx[j] : j);
+                        double s = 0;
+                        for (int i = 0; i < D; i++) s += (double)q[qh * D + i] * k[i];
+                        w[j] = 0.5 * s;
+                        mx = fmax(mx, w[j]);
+                    }
+                    for (int j = 0; j < n; j++) sum += (w[j] = exp(w[j] - mx));
+                    for (int j = 0; j < n; j++) {
+                        const float *v = kv_v_row(&kv, 0, kh, use_idx ? idx[j] : j);
+                        for (int i = 0; i < D; i++) ref[i] += w[j] / sum * v[i];
+                    }
+                    for (int i = 0; i < D; i++)
+                        if (fabs(out[qh * D + i] - ref[i]) > 1e-5)
+                            fail_msg("dim %d group %d head %d dim %d: %.7f vs %.7f", D, group, qh, i,
+                                     out[qh * D + i], ref[i]);
+                }
+            }
+            kv_free(&kv);
         }
-        kv_free(&kv);
     }
 }
 
